@@ -1,0 +1,73 @@
+# lipsyncd: `make serve` runs the whole mesh on this machine, `make test` runs every test.
+# Everything the project needs is installed here, from PyPI, into .venv/ (and .venv-build/,
+# a build-only environment that converts MediaPipe's face models to ONNX).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUILD_VENV := .venv-build
+WHEELS := .cache/wheels
+MEDIAPIPE_WHEEL_VERSION := 0.10.21
+FACE_DIR := model_repository/face_detection/1
+GEN_DIR := model_repository/generator/1
+FACE_MODELS := $(FACE_DIR)/face_detection_short_range.onnx $(FACE_DIR)/face_landmark.onnx
+GEN_MODELS := $(GEN_DIR)/.built
+PROTO_OUT := proto/lipsync_pb2.py
+PYTEST_ARGS ?=
+
+.PHONY: serve test unit integration e2e bench eval models proto install clean
+
+serve: install proto models
+	$(PY) deploy/local/mesh.py
+
+test: install proto models
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+unit: install proto models
+	$(PY) -m pytest -q tests/unit
+
+bench: install proto models
+	$(PY) -m tests.bench.run --out reports/bench.md
+
+eval: install proto models
+	$(PY) -m tests.eval.run --out reports/eval.md
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+proto: $(PROTO_OUT)
+
+$(PROTO_OUT): proto/lipsync.proto $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto proto/lipsync.proto
+
+models: $(FACE_MODELS) $(GEN_MODELS)
+
+# MediaPipe pins numpy<2 and protobuf<5, which clash with tritonclient: its face models are
+# taken from the wheel file (never installed) and converted in a separate environment.
+$(BUILD_VENV)/.installed:
+	test -x $(BUILD_VENV)/bin/python || $(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install --quiet --upgrade pip
+	$(BUILD_VENV)/bin/pip install --quiet "tensorflow-cpu==2.15.1" "tf2onnx==1.16.1" "numpy<2" "onnx==1.16.2" "protobuf<4.22"
+	touch $@
+
+$(WHEELS)/.mediapipe:
+	mkdir -p $(WHEELS)
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+		--platform manylinux_2_28_x86_64 -d $(WHEELS) "mediapipe==$(MEDIAPIPE_WHEEL_VERSION)"
+	touch $@
+
+$(FACE_MODELS) &: model_repository/face_detection/build.py $(BUILD_VENV)/.installed $(WHEELS)/.mediapipe
+	$(BUILD_VENV)/bin/python model_repository/face_detection/build.py \
+		--wheel $$(ls $(WHEELS)/mediapipe-$(MEDIAPIPE_WHEEL_VERSION)-*.whl | head -n 1) --out $(FACE_DIR)
+
+$(GEN_MODELS): model_repository/generator/build.py $(VENV)/.installed
+	$(PY) model_repository/generator/build.py --out $(GEN_DIR)
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(BUILD_VENV) .cache reports $(FACE_DIR)/*.onnx $(GEN_DIR)/*.onnx $(GEN_MODELS) $(PROTO_OUT)

@@ -1,0 +1,230 @@
+"""`make serve`: the whole mesh on one machine. Starts nats-server (JetStream), tritonserver
+on model_repository/ (CPU, Python backend), the orchestrator and the gateway as child
+processes; creates a local admin with a ready API key; stops everything on Ctrl-C/SIGTERM.
+
+Ports come from PORT (gateway), LIPSYNCD_NATS_PORT, LIPSYNCD_TRITON_GRPC_PORT,
+LIPSYNCD_TRITON_HTTP_PORT and LIPSYNCD_TRITON_METRICS_PORT; state lives in LIPSYNCD_HOME.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+READY_TIMEOUT_S = 300.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Ports:
+    gateway: int
+    nats: int
+    triton_grpc: int
+    triton_http: int
+    triton_metrics: int
+
+
+def read_ports(env: dict[str, str]) -> Ports:
+    return Ports(
+        gateway=int(env.get("PORT", "8000")),
+        nats=int(env.get("LIPSYNCD_NATS_PORT", "4222")),
+        triton_grpc=int(env.get("LIPSYNCD_TRITON_GRPC_PORT", "8011")),
+        triton_http=int(env.get("LIPSYNCD_TRITON_HTTP_PORT", "8010")),
+        triton_metrics=int(env.get("LIPSYNCD_TRITON_METRICS_PORT", "8012")),
+    )
+
+
+def check_ports_free(ports: Ports) -> None:
+    for name, port in vars(ports).items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                raise SystemExit(
+                    f"lipsyncd: port {port} ({name}) is already in use; set "
+                    f"{_port_variable(name)} to a free port"
+                ) from None
+
+
+def _port_variable(name: str) -> str:
+    return "PORT" if name == "gateway" else f"LIPSYNCD_{name.upper()}_PORT"
+
+
+def triton_paths() -> tuple[Path, Path]:
+    import pytriton  # noqa: PLC0415 - only to locate the bundled server
+
+    base = Path(pytriton.__file__).parent / "tritonserver"
+    backends = base / "backends"
+    stub = backends / "python" / "triton_python_backend_stub"
+    if not stub.exists():
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        shutil.copy2(base / "python_backend_stubs" / version / "triton_python_backend_stub", stub)
+    return base / "bin" / "tritonserver", backends
+
+
+class Mesh:
+    def __init__(self, home: Path, ports: Ports, env: dict[str, str]) -> None:
+        self.home = home
+        self.ports = ports
+        self.env = env
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, list[float]] = {}
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.run_dir = home / "run"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.specs[name] = (argv, env or self.env)
+        self._spawn(name)
+
+    def _spawn(self, name: str) -> None:
+        argv, env = self.specs[name]
+        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        self.children[name] = proc
+        (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+        print(f"lipsyncd: started {name} (pid {proc.pid}), log {self.logs / (name + '.log')}", flush=True)
+
+    def check_alive(self) -> None:
+        """Restart a child that died (a crash, an OOM kill); give up if it keeps dying."""
+        for name, proc in list(self.children.items()):
+            if proc.poll() is None:
+                continue
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(name, []) if now - t < RESTART_WINDOW_S]
+            if len(recent) >= MAX_RESTARTS:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                raise SystemExit(f"lipsyncd: {name} keeps exiting (code {proc.returncode}):\n" + "\n".join(tail))
+            self.restarts[name] = [*recent, now]
+            print(f"lipsyncd: {name} exited with code {proc.returncode}; restarting", flush=True)
+            self._spawn(name)
+
+    def stop(self) -> None:
+        children = list(self.children.values())[::-1]
+        for proc in children:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 20
+        for proc in children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if probe():
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"lipsyncd: {what} did not become ready within {timeout_s:.0f} s")
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-admin", action="store_true", help="do not create the local admin")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    ports = read_ports(env)
+    home = Path(env.get("LIPSYNCD_HOME", ".lipsyncd")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    check_ports_free(ports)
+    public_url = env.get("LIPSYNCD_PUBLIC_URL") or f"http://127.0.0.1:{ports.gateway}"
+    site_packages = sysconfig.get_paths()["purelib"]
+    env.update({
+        "LIPSYNCD_HOME": str(home),
+        "PORT": str(ports.gateway),
+        "LIPSYNCD_PUBLIC_URL": public_url,
+        "LIPSYNCD_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
+        "LIPSYNCD_TRITON_URL": f"127.0.0.1:{ports.triton_grpc}",
+        "LIPSYNCD_TRITON_HTTP_URL": f"http://127.0.0.1:{ports.triton_http}",
+        "PYTHONPATH": str(ROOT),
+    })
+
+    mesh = Mesh(home, ports, env)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        mesh.start("nats", [str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(ports.nats),
+                            "-js", "-sd", str(home / "nats")])
+        tritonserver, backends = triton_paths()
+        triton_env = dict(env)
+        # The Python backend stub embeds libpython and ignores PYTHONPATH; the stage models
+        # read LIPSYNCD_STAGE_PYTHONPATH instead.
+        triton_env["LD_LIBRARY_PATH"] = ":".join(filter(None, [sysconfig.get_config_var("LIBDIR"),
+                                                               env.get("LD_LIBRARY_PATH")]))
+        triton_env["LIPSYNCD_STAGE_PYTHONPATH"] = f"{site_packages}:{ROOT}"
+        triton_env.setdefault("OMP_NUM_THREADS", "1")
+        mesh.start("triton", [str(tritonserver), f"--model-repository={ROOT / 'model_repository'}",
+                              f"--backend-directory={backends}", f"--grpc-port={ports.triton_grpc}",
+                              f"--http-port={ports.triton_http}", f"--metrics-port={ports.triton_metrics}",
+                              "--log-verbose=0", "--exit-timeout-secs=5"], env=triton_env)
+        mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
+        mesh.wait_for("tritonserver", lambda: _http_ok(f"http://127.0.0.1:{ports.triton_http}/v2/health/ready"))
+        mesh.start("orchestrator", [sys.executable, "-m", "orchestrator.main"])
+        mesh.start("gateway", [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
+                               "--host", "127.0.0.1", "--port", str(ports.gateway), "--log-level", "warning"])
+        mesh.wait_for("gateway", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
+        if not args.no_admin:
+            key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,
+                                 check=True, capture_output=True, text=True).stdout.strip()
+            print(f"\nlipsyncd is ready at {public_url}\nAPI key: {key}\n\nTry:\n"
+                  f"  curl -s -X POST {public_url}/api/v1/lipsync-image \\\n"
+                  f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+                  "    -d '{\"formState\": {\"image\": \"https://example.com/portrait.png\", "
+                  "\"audio\": \"https://example.com/speech.wav\"}}'\n"
+                  f"  curl -s {public_url}/api/v1/jobs/<id> -H 'Authorization: Bearer {key}'\n", flush=True)
+        print("lipsyncd: mesh ready", flush=True)
+        while True:
+            mesh.check_alive()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("lipsyncd: stopping", flush=True)
+    finally:
+        mesh.stop()
+
+
+if __name__ == "__main__":
+    main()

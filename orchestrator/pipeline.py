@@ -1,0 +1,273 @@
+"""One job, start to finish, as numbered steps: download the inputs safely, probe them
+against the limits, price the job, analyse speech and faces on the Triton stages, render
+and encode, store the MP4. Raises MediaError for the user's bad input; anything else is
+ours and the job is retried by redelivery."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.billing import Billing
+from orchestrator.dubbing import render_dub, timeline, track_video
+from orchestrator.faces import scale_face, select_faces
+from orchestrator.fetch import FetchError, Fetcher
+from orchestrator.motion import plan_motion
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.stages import Stages
+from orchestrator.status import JobReporter
+from orchestrator.talking_image import AnimatedFace, place_in_timeline, render_still
+from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
+from postprocess.storage import Storage
+from preprocess import probe as probing
+from preprocess.audio import FEATURE_RATE_HZ, decode_audio, fit_length, normalise_loudness, resample_linear
+from preprocess.decode import iter_video_frames, load_image, output_size, resize_rgb
+from preprocess.errors import MediaError
+from proto import lipsync_pb2
+
+log = logging.getLogger(__name__)
+
+SHORT_SIDES = {"480p": 480, "720p": 720}
+DETECT_MAX_SIDE = 1920
+AUDIO_ROLES = ("audio", "left_audio", "right_audio")
+
+
+@dataclass
+class JobResources:
+    settings: OrchestratorSettings
+    stages: Stages
+    fetcher: Fetcher
+    storage: Storage
+    billing: Billing
+
+
+@dataclass
+class JobResult:
+    output_key: str
+    duration_s: float
+    timings_ms: dict[str, int] = field(default_factory=dict)
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.ms: dict[str, int] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0) + int((time.perf_counter() - start) * 1000)
+
+
+async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
+                  scratch: Path) -> JobResult:
+    timer = StageTimer()
+    settings = res.settings
+    short_side = SHORT_SIDES.get(request.resolution or "480p", 480)
+
+    # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
+    await reporter.stage("download", 0.02)
+    with timer("download"):
+        files = await _download(request, res, scratch)
+
+    # 2. Decode the speech (normalised) and check the limits before any heavy work.
+    await reporter.stage("analysis", 0.08)
+    with timer("analysis"):
+        voices = {role: _load_voice(path, settings) for role, path in files.items()
+                  if role in AUDIO_ROLES or role.startswith("audios.")}
+
+    if request.model == "lipsync-video":
+        return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer)
+    return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
+
+
+async def _download(request: lipsync_pb2.JobRequest, res: JobResources, scratch: Path) -> dict[str, Path]:
+    max_bytes = res.settings.max_download_mb * 1024 * 1024
+    wanted = dict(request.inputs)
+    for i, url in enumerate(request.audios):
+        wanted[f"audios.{i}"] = url
+    files: dict[str, Path] = {}
+    for role, url in wanted.items():
+        kind = "audio" if role in AUDIO_ROLES or role.startswith("audios.") else ("image" if role in ("image", "mask_image") else "video")
+        try:
+            fetched = await res.fetcher.fetch(url, scratch / f"input-{role}", kind, max_bytes)  # type: ignore[arg-type]
+        except FetchError as exc:
+            raise MediaError(exc.code, exc.message) from exc
+        files[role] = fetched.path
+    return files
+
+
+@dataclass(frozen=True)
+class Voice:
+    output: np.ndarray     # mono float32 at AUDIO_RATE_HZ, loudness-normalised
+    features: np.ndarray   # mono float32 at FEATURE_RATE_HZ
+
+    @property
+    def duration_s(self) -> float:
+        return self.output.size / AUDIO_RATE_HZ
+
+
+def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
+    output = normalise_loudness(decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s))
+    return Voice(output=output, features=resample_linear(output, AUDIO_RATE_HZ, FEATURE_RATE_HZ))
+
+
+async def _speech(res: JobResources, voice: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
+    features = await res.stages.audio_features(voice, fps)
+    return features.mouth_params, features.energy
+
+
+def _load_mask(files: dict[str, Path], size: tuple[int, int], settings: OrchestratorSettings) -> np.ndarray | None:
+    if "mask_image" not in files:
+        return None
+    mask = load_image(files["mask_image"], settings.max_image_pixels)
+    return resize_rgb(mask, size).mean(axis=2)
+
+
+async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
+                         scratch: Path, files: dict[str, Path], voices: dict[str, Voice],
+                         short_side: int, timer: StageTimer) -> JobResult:
+    settings = res.settings
+    fps = settings.image_fps
+    with timer("analysis"):
+        # 3. Lay the voices out in time (one voice, or a conversation by `order`).
+        multi = request.model == "lipsync-image-multi"
+        ordered = _ordered_voices(request, voices) if multi else [voices["audio"]]
+        starts, track = _conversation(ordered, request.order if multi else "sequence")
+        duration_s = track.size / AUDIO_RATE_HZ
+        frame_count = max(1, math.ceil(duration_s * fps))
+
+        # 4. Price the job now that its length is known.
+        await res.billing.reserve(request.job_id, duration_s, request.resolution or "480p")
+
+        # 5. Find the faces on the image, at the output size.
+        info = await probing.probe(files["image"], "image")
+        if info.width * info.height > settings.max_image_pixels:
+            raise MediaError("image_too_large", f"The image is {info.width}x{info.height}; at most "
+                             f"{settings.max_image_pixels // 1_000_000} megapixels are accepted")
+        original = load_image(files["image"], settings.max_image_pixels)
+        size = output_size(original.shape[1], original.shape[0], short_side)
+        image = resize_rgb(original, size)
+        detect_scale = min(1.0, DETECT_MAX_SIDE / max(original.shape[:2]))
+        detect_size = (max(1, round(original.shape[1] * detect_scale)), max(1, round(original.shape[0] * detect_scale)))
+        found = await res.stages.detect_faces(resize_rgb(original, detect_size), max_faces=8)
+        found = [scale_face(f, size[0] / detect_size[0], size[1] / detect_size[1]) for f in found]
+        faces = select_faces(found, len(ordered), _load_mask(files, size, settings))
+
+        # 6. Speech to mouth parameters for each voice; the listener rests with life motion.
+        animated = []
+        for index, (face, voice, start_s) in enumerate(zip(faces, ordered, starts)):
+            params, energy = await _speech(res, voice.features, fps)
+            start = int(round(start_s * fps))
+            params = place_in_timeline(params, start, frame_count)
+            energy = place_in_timeline(energy, start, frame_count)
+            motion = plan_motion(energy, params[:, 7], fps, int(request.seed) + index, request.prompt)
+            animated.append(AnimatedFace(face=face, mouth_params=params, motion=motion))
+    await reporter.stage("render", 0.2)
+
+    # 7. Render every frame and encode it with the conversation's audio.
+    output = scratch / "output.mp4"
+    with timer("render"):
+        with Mp4Writer(output, size, fps, fit_length(track, round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
+            async def on_batch(done: int) -> None:
+                await reporter.progress(0.2 + 0.75 * done / frame_count)
+                if await reporter.is_canceled():
+                    raise JobCanceled()
+            await render_still(image, animated, frame_count, writer, res.stages,
+                               settings.render_batch, on_batch)
+    return await _store(request, reporter, res, output, frame_count / fps, timer)
+
+
+def _ordered_voices(request: lipsync_pb2.JobRequest, voices: dict[str, Voice]) -> list[Voice]:
+    if request.audios:
+        return [voices[f"audios.{i}"] for i in range(len(request.audios))]
+    return [voices["left_audio"], voices["right_audio"]]
+
+
+def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndarray]:
+    """Start time of each voice and the mixed track: in turn, reversed, or all at once."""
+    if order == "meanwhile":
+        length = max(v.output.size for v in voices)
+        mix = np.sum([fit_length(v.output, length) for v in voices], axis=0)
+        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+        mix = mix * (0.95 / peak) if peak > 0.95 else mix
+        return [0.0] * len(voices), mix.astype(np.float32)
+    sequence = list(range(len(voices)))
+    if order == "right_left":
+        sequence.reverse()
+    starts = [0.0] * len(voices)
+    t = 0.0
+    for i in sequence:
+        starts[i] = t
+        t += voices[i].duration_s
+    return starts, np.concatenate([voices[i].output for i in sequence]).astype(np.float32)
+
+
+async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
+                     scratch: Path, files: dict[str, Path], voice: Voice, short_side: int,
+                     timer: StageTimer) -> JobResult:
+    settings = res.settings
+    with timer("analysis"):
+        # 3. Probe the video (in a child process) and check the limits.
+        info = await probing.probe(files["video"], "video")
+        if not info.has_video:
+            raise MediaError("unsupported_media", "The video has no video stream")
+        if info.duration_s > settings.max_video_s:
+            raise MediaError("video_too_long", f"Video is longer than {settings.max_video_s:.0f} s")
+        fps = min(settings.max_fps, info.fps or 25.0)
+        width, height = (info.height, info.width) if info.rotation_deg % 180 else (info.width, info.height)
+        size = output_size(width, height, short_side)
+        source_frames = max(1, round(info.duration_s * fps))
+        audio_frames = max(1, math.ceil(voice.duration_s * fps))
+        sync_mode = request.sync_mode or "bounce"
+        expected = len(timeline(source_frames, audio_frames, sync_mode))
+
+        # 4. Price the job now that its length is known.
+        await res.billing.reserve(request.job_id, expected / fps, request.resolution or "480p")
+
+        # 5. Decode the source once and track the face through it.
+        async def on_frame(done: int) -> None:
+            await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
+        source = await track_video(
+            iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
+            scratch / "frames.npy", size, res.stages, _load_mask(files, size, settings), on_frame)
+
+        # 6. The new speech as mouth parameters on the output timeline.
+        order = timeline(source.count, audio_frames, sync_mode)
+        params, _energy = await _speech(res, voice.features, fps)
+        params = place_in_timeline(params, 0, len(order))
+    await reporter.stage("render", 0.4)
+
+    # 7. Render the output timeline and encode it with the new speech.
+    output = scratch / "output.mp4"
+    with timer("render"):
+        audio = fit_length(voice.output, round(len(order) / fps * AUDIO_RATE_HZ))
+        with Mp4Writer(output, size, fps, audio) as writer:
+            async def on_batch(done: int) -> None:
+                await reporter.progress(0.4 + 0.55 * done / len(order))
+                if await reporter.is_canceled():
+                    raise JobCanceled()
+            await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch)
+    return await _store(request, reporter, res, output, len(order) / fps, timer)
+
+
+async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
+                 output: Path, duration_s: float, timer: StageTimer) -> JobResult:
+    # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
+    await reporter.stage("encode", 0.97)
+    with timer("encode"):
+        key = f"outputs/{request.job_id}.mp4"
+        res.storage.put_file(key, output)
+    return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms)
+
+
+class JobCanceled(Exception):
+    """The gateway set the job's cancel flag; the job stops between batches."""

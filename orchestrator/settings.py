@@ -1,0 +1,79 @@
+"""Orchestrator configuration: the only place in orchestrator/, preprocess/ and postprocess/
+that reads the environment (LIPSYNCD_* variables and an optional .env file)."""
+from __future__ import annotations
+
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIPSYNCD_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".lipsyncd")
+    nats_url: str = "nats://127.0.0.1:4222"
+    triton_url: str = "127.0.0.1:8011"
+    public_url: str = ""
+    port: int = Field(default=8000, validation_alias="PORT")
+    storage_dir: Path | None = None
+    secret_key: str = ""
+    allow_private_urls: bool = False
+
+    # Limits on what a job may ask of the machine.
+    max_audio_s: float = 600.0
+    max_video_s: float = 600.0
+    max_download_mb: int = 500
+    max_image_pixels: int = 40_000_000
+    max_fps: float = 30.0
+    image_fps: float = 25.0
+
+    # JetStream delivery: a job not acked within ack_wait_s is redelivered, so a running
+    # job sends a heartbeat every heartbeat_s; after max_deliver attempts it is failed.
+    ack_wait_s: float = 30.0
+    heartbeat_s: float = 5.0
+    max_deliver: int = 3
+    concurrency: int = 1
+    render_batch: int = 25
+
+    # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
+    webhook_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_timeout_s: float = 10.0
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def storage_root(self) -> Path:
+        return (self.storage_dir or self.home_dir / "storage").resolve()
+
+    @property
+    def scratch_root(self) -> Path:
+        return self.home_dir / "scratch"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://127.0.0.1:{self.port}").rstrip("/")
+
+    @cached_property
+    def secret_key_bytes(self) -> bytes:
+        """Shared with the gateway (signed output URLs); created on first start if unset."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.home_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+    @property
+    def webhook_delays_s(self) -> list[float]:
+        return [float(part) for part in self.webhook_schedule_s.split(",") if part.strip()]
+
+
+def load_settings() -> OrchestratorSettings:
+    return OrchestratorSettings()

@@ -1,0 +1,82 @@
+"""A running job's progress as the gateway sees it: JobStatus records in the JetStream
+key-value bucket, the cancel flag the gateway sets, and the final JobEvent that settles
+credits. The orchestrator owns a job's status while it runs."""
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from proto import lipsync_pb2, topology
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class JobReporter:
+    """Writes one job's status; throttles progress writes to a few per second."""
+
+    def __init__(self, js: JetStreamContext, status_kv: KeyValue, control_kv: KeyValue,
+                 job_id: str, attempt: int, seed: int) -> None:
+        self._js = js
+        self._status_kv = status_kv
+        self._control_kv = control_kv
+        self.status = lipsync_pb2.JobStatus(job_id=job_id, status="processing", stage="queued",
+                                            attempt=attempt, seed=seed)
+        self._last_put = 0.0
+
+    async def stage(self, stage: str, progress: float | None = None) -> None:
+        self.status.stage = stage
+        if progress is not None:
+            self.status.progress = max(self.status.progress, min(1.0, progress))
+        await self._put(force=True)
+
+    async def progress(self, progress: float) -> None:
+        self.status.progress = max(self.status.progress, min(1.0, progress))
+        await self._put(force=False)
+
+    async def _put(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_put < 0.5:
+            return
+        self._last_put = now
+        self.status.updated_at_ms = now_ms()
+        await self._status_kv.put(self.status.job_id, self.status.SerializeToString())
+
+    async def is_canceled(self) -> bool:
+        try:
+            entry = await self._control_kv.get(topology.cancel_key(self.status.job_id))
+        except KeyNotFoundError:
+            return False
+        return bool(entry.value)
+
+    async def finish(self, status: str, resolution: str) -> None:
+        """Record the final state and publish the event that settles credits."""
+        self.status.status = status
+        self.status.stage = "done"
+        self.status.completed_at_ms = now_ms()
+        if status == "completed":
+            self.status.progress = 1.0
+        await self._put(force=True)
+        event = lipsync_pb2.JobEvent(status=self.status, resolution=resolution)
+        await self._js.publish(
+            topology.event_subject(self.status.job_id),
+            event.SerializeToString(),
+            headers={"Nats-Msg-Id": f"{self.status.job_id}:{status}"},
+        )
+
+
+async def read_status(status_kv: KeyValue, job_id: str) -> lipsync_pb2.JobStatus | None:
+    try:
+        entry = await status_kv.get(job_id)
+    except KeyNotFoundError:
+        return None
+    status = lipsync_pb2.JobStatus()
+    status.ParseFromString(entry.value or b"")
+    return status

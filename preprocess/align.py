@@ -1,0 +1,74 @@
+"""Face crops: the square, axis-aligned region around a face that the generator works on,
+and the landmark coordinates mapped into it. The crop is about twice the face so the
+head's motion and the jaw have room, and it is sampled with edge padding near borders."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+CROP_FACE_RATIO = 2.0
+
+
+@dataclass(frozen=True)
+class CropBox:
+    x0: float
+    y0: float
+    side: float
+    size: int  # pixels of the crop handed to the generator
+
+    @property
+    def scale(self) -> float:
+        return self.size / self.side
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        out = points.astype(np.float32).copy()
+        out[..., 0] = (out[..., 0] - self.x0) * self.scale
+        out[..., 1] = (out[..., 1] - self.y0) * self.scale
+        if out.shape[-1] > 2:
+            out[..., 2] = out[..., 2] * self.scale
+        return out
+
+
+def crop_size_for(face_side_px: float, short_side: int) -> int:
+    """Crop resolution: the face's own pixels, at least 192, at most 512, a multiple of 32."""
+    wanted = face_side_px * CROP_FACE_RATIO
+    base = 256 if short_side <= 480 else 384
+    size = int(min(512, max(192, min(wanted, base * 1.5))))
+    return max(192, size // 32 * 32)
+
+
+def face_crop_box(landmarks: np.ndarray, size: int | None = None, short_side: int = 480) -> CropBox:
+    xy = landmarks[:, :2]
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    center = (lo + hi) / 2
+    face_side = float(max(hi - lo))
+    side = face_side * CROP_FACE_RATIO
+    crop = size or crop_size_for(face_side, short_side)
+    return CropBox(x0=float(center[0] - side / 2), y0=float(center[1] - side / 2), side=side, size=crop)
+
+
+def smooth_boxes(boxes: list[CropBox], window: int = 9) -> list[CropBox]:
+    """Moving-average the crop boxes of a track so the crop itself does not jitter."""
+    if len(boxes) < 3:
+        return boxes
+    arr = np.array([[b.x0 + b.side / 2, b.y0 + b.side / 2, b.side] for b in boxes])
+    kernel = np.ones(window) / window
+    padded = np.pad(arr, ((window // 2, window // 2), (0, 0)), mode="edge")
+    smooth = np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(3)], axis=1)
+    size = boxes[0].size
+    return [CropBox(x0=cx - s / 2, y0=cy - s / 2, side=s, size=size) for cx, cy, s in smooth]
+
+
+def extract_crop(image: np.ndarray, box: CropBox) -> np.ndarray:
+    """Sample the crop (bilinear), replicating the image edge where the box leaves it."""
+    h, w = image.shape[:2]
+    pad = int(np.ceil(max(0.0, -box.x0, -box.y0, box.x0 + box.side - w, box.y0 + box.side - h))) + 2
+    src = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad > 2 else image
+    off = pad if pad > 2 else 0
+    region = (box.x0 + off, box.y0 + off, box.x0 + off + box.side, box.y0 + off + box.side)
+    crop = Image.fromarray(src).transform(
+        (box.size, box.size), Image.Transform.EXTENT, region, resample=Image.Resampling.BILINEAR
+    )
+    return np.asarray(crop)

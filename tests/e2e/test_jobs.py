@@ -1,0 +1,81 @@
+"""The three endpoints through the whole mesh with real media, real output videos decoded,
+and signed webhooks received over loopback."""
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.media_checks import inspect_mp4, webhook_signature_ok
+from tests.e2e.mesh import Mesh
+from tests.servers import MediaServer, WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+
+def _submit(mesh: Mesh, endpoint: str, form: dict[str, object], webhook: str | None = None) -> str:
+    body: dict[str, object] = {"formState": form}
+    if webhook:
+        body["webhook"] = webhook
+    with mesh.client() as client:
+        answer = client.post(f"/api/v1/{endpoint}", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "processing"
+    return str(answer.json()["id"])
+
+
+def _download(url: str) -> bytes:
+    answer = httpx.get(url, timeout=60)
+    assert answer.status_code == 200
+    return answer.content
+
+
+def test_portrait_job_makes_an_h264_aac_video_as_long_as_the_audio(
+    mesh: Mesh, media: MediaServer, receiver: WebhookReceiver
+) -> None:
+    job_id = _submit(mesh, "lipsync-image",
+                     {"image": f"{media.url}/portrait_photo_a.png", "audio": f"{media.url}/speech_en_3.wav", "seed": 7},
+                     webhook=f"{receiver.url}/hook")
+    job = mesh.wait_job(job_id)
+    assert job["status"] == "completed", job
+    assert job["model"] == "lipsync-image" and job["error"] == ""
+    assert isinstance(job["executionTime"], int) and job["executionTime"] > 0
+    assert set(job["timings"]) >= {"download", "analysis", "render"}
+    facts = inspect_mp4(_download(str(job["output"])))
+    assert (facts.video_codec, facts.audio_codec) == ("h264", "aac")
+    assert min(facts.width, facts.height) == 480 and facts.width % 2 == 0
+    assert abs(facts.video_duration_s - 5.0) < 0.1
+    assert abs(facts.audio_duration_s - 5.0) < 0.1
+    assert facts.faststart
+
+    secret = mesh.admin("webhook-secret", "admin@localhost")
+    deadline = time.monotonic() + 30
+    while not receiver.for_job(job_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    delivery = receiver.for_job(job_id)[0]
+    assert delivery.json["status"] == "completed" and delivery.json["output"]
+    assert webhook_signature_ok(secret, delivery.headers, delivery.body)
+
+
+def test_dubbed_video_at_720p_keeps_the_source_frame_rate(mesh: Mesh, media: MediaServer) -> None:
+    job_id = _submit(mesh, "lipsync-video", {"video_url": f"{media.url}/talk_b.mp4",
+                                             "audio_url": f"{media.url}/speech_en_3.wav",
+                                             "resolution": "720p", "sync_mode": "cut_off"})
+    job = mesh.wait_job(job_id)
+    assert job["status"] == "completed", job
+    facts = inspect_mp4(_download(str(job["output"])))
+    assert min(facts.width, facts.height) == 720
+    assert abs(facts.fps - 25.0) < 0.01
+    assert abs(facts.video_duration_s - 5.0) < 0.15
+
+
+def test_conversation_is_as_long_as_both_voices_in_turn(mesh: Mesh, media: MediaServer) -> None:
+    job_id = _submit(mesh, "lipsync-image-multi", {"image": f"{media.url}/duo_photo.png",
+                                                   "left_audio": f"{media.url}/speech_en_3.wav",
+                                                   "right_audio": f"{media.url}/speech_en_3.wav"})
+    job = mesh.wait_job(job_id)
+    assert job["status"] == "completed", job
+    facts = inspect_mp4(_download(str(job["output"])))
+    assert abs(facts.audio_duration_s - 10.0) < 0.15
+    assert abs(facts.video_duration_s - 10.0) < 0.15

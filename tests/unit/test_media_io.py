@@ -1,0 +1,79 @@
+"""PyAV decoding and encoding round trips on real media, and crop/blend geometry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from postprocess.blend import paste_crop
+from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
+from preprocess.align import extract_crop, face_crop_box
+from preprocess.audio import decode_audio, normalise_loudness
+from preprocess.decode import iter_video_frames, load_image, output_size
+from preprocess.errors import MediaError
+from tests.servers import MEDIA_DIR
+
+
+@pytest.mark.parametrize(("w", "h", "short", "expected"), [(700, 700, 480, (480, 480)),
+                                                           (1000, 480, 720, (1500, 720)),
+                                                           (300, 447, 480, (480, 716))])
+def test_output_size_keeps_aspect_with_even_sides(w: int, h: int, short: int, expected: tuple[int, int]) -> None:
+    assert output_size(w, h, short) == expected
+
+
+def test_audio_is_decoded_to_mono_at_the_asked_rate() -> None:
+    samples = decode_audio(MEDIA_DIR / "speech_en_3.wav", 16_000, 600)
+    assert samples.ndim == 1 and abs(samples.size / 16_000 - 5.0) < 0.05
+
+
+def test_audio_longer_than_the_limit_is_refused() -> None:
+    with pytest.raises(MediaError) as error:
+        decode_audio(MEDIA_DIR / "speech_en_1.wav", 16_000, 3.0)
+    assert error.value.code == "audio_too_long"
+
+
+def test_loudness_normalisation_keeps_silence_silent() -> None:
+    assert not normalise_loudness(np.zeros(16_000, np.float32)).any()
+
+
+def test_video_frames_come_at_the_asked_rate_and_size() -> None:
+    frames = list(iter_video_frames(MEDIA_DIR / "talk_b.mp4", 12.5, (480, 480)))
+    assert abs(len(frames) - 5.0 * 12.5) <= 2
+    assert frames[0].shape == (480, 480, 3)
+
+
+def test_rgba_image_is_flattened_to_rgb() -> None:
+    image = load_image(MEDIA_DIR / "duo_photo.png", 40_000_000)
+    assert image.shape == (480, 1000, 3) and image.dtype == np.uint8
+
+
+def test_writer_makes_h264_aac_with_matching_durations(tmp_path: Path) -> None:
+    audio = np.zeros(int(2.0 * AUDIO_RATE_HZ), np.float32)
+    with Mp4Writer(tmp_path / "out.mp4", (320, 240), 25.0, audio) as writer:
+        for i in range(50):
+            writer.write(np.full((240, 320, 3), i * 4, np.uint8))
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and sound.codec_context.name == "aac"
+        assert sum(1 for _ in container.decode(video=0)) == 50
+        assert abs(float(sound.duration * sound.time_base) - 2.0) < 0.05
+
+
+def test_pasting_an_untouched_crop_changes_only_the_masked_region() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    landmarks = np.zeros((468, 3), np.float32)
+    landmarks[:, 0] = rng.uniform(150, 250, 468)
+    landmarks[:, 1] = rng.uniform(100, 220, 468)
+    box = face_crop_box(landmarks)
+    crop = extract_crop(image, box)
+    mask = np.zeros((box.size, box.size), np.float32)
+    mask[box.size // 2 - 10 : box.size // 2 + 10, box.size // 2 - 10 : box.size // 2 + 10] = 1.0
+    frame = image.copy()
+    paste_crop(frame, np.zeros_like(crop), mask, box)
+    changed = np.argwhere((frame != image).any(axis=2))
+    center = np.array([box.y0 + box.side / 2, box.x0 + box.side / 2])
+    assert changed.size > 0
+    assert np.abs(changed - center).max() < box.side / 2 * 0.2
