@@ -1,0 +1,79 @@
+"""Triton Python-backend adapter for the face_detection stage: tensors in, FaceMesh, tensors out.
+
+The logic lives in facemesh.py beside this file; this module only maps Triton tensors.
+"""
+
+import os
+import sys
+
+# The Python backend stub ignores PYTHONPATH; LIPSYNCD_STAGE_PYTHONPATH carries the venv.
+for _entry in reversed(os.environ.get("LIPSYNCD_STAGE_PYTHONPATH", "").split(":")):
+    if _entry and _entry not in sys.path:
+        sys.path.insert(0, _entry)
+
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+MODEL_DIR = Path(__file__).resolve().parent
+if str(MODEL_DIR) not in sys.path:
+    sys.path.insert(0, str(MODEL_DIR))
+
+from facemesh import NUM_LANDMARKS, FaceMesh  # noqa: E402
+
+logger = logging.getLogger("face_detection")
+
+DEFAULT_MAX_FACES = 4
+
+
+def _optional_input(request: Any, name: str) -> np.ndarray | None:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _max_faces(request: Any) -> int:
+    value = _optional_input(request, "max_faces")
+    return DEFAULT_MAX_FACES if value is None or value.size == 0 else int(value.reshape(-1)[0])
+
+
+class TritonPythonModel:
+    """One FaceMesh per model instance; requests are served one at a time."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        threads = config.get("parameters", {}).get("num_threads", {}).get("string_value", "1")
+        self._face_mesh = FaceMesh(MODEL_DIR, num_threads=int(threads))
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._execute_one(request))
+            except ValueError as error:
+                logger.warning("face_detection rejected a request: %s", error)
+                bad_input = pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=bad_input))
+        return responses
+
+    def _execute_one(self, request: Any) -> Any:
+        # FaceMesh converts gray / RGBA and raises ValueError for other shapes.
+        image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+        prior_boxes = _optional_input(request, "prior_boxes")
+        faces = self._face_mesh.detect(image, max_faces=_max_faces(request), prior_boxes=prior_boxes)
+        boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
+        scores = np.array([f.score for f in faces], dtype=np.float32).reshape(-1)
+        landmarks = np.array([f.landmarks for f in faces], dtype=np.float32).reshape(-1, NUM_LANDMARKS, 3)
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("boxes", boxes),
+                pb_utils.Tensor("scores", scores),
+                pb_utils.Tensor("landmarks", landmarks),
+            ]
+        )
+
+    def finalize(self) -> None:
+        logger.info("face_detection unloaded")
