@@ -21,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
 from orchestrator.billing import NatsBilling
-from orchestrator.fetch import HttpFetcher
+from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
@@ -164,8 +164,10 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
     storage = LocalStorage(settings.storage_root)
     stages = TritonStages(settings.triton_url)
-    fetcher = HttpFetcher(allow_private=settings.allow_private_urls, storage=storage,
-                          public_base_url=settings.base_url)
+    # Media uploaded to our own gateway is read from storage, not fetched over HTTP.
+    fetcher = StorageShortcutFetcher(storage, settings.base_url,
+                                     HttpFetcher(allow_private=settings.allow_private_urls),
+                                     signing_key=settings.secret_key_bytes)
     resources = JobResources(settings=settings, stages=stages, fetcher=fetcher, storage=storage,
                              billing=NatsBilling(nc))
     webhooks = WebhookDispatcher(

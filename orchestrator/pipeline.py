@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.billing import Billing
 from orchestrator.dubbing import render_dub, timeline, track_video
 from orchestrator.faces import scale_face, select_faces
-from orchestrator.fetch import FetchError, Fetcher
+from orchestrator.fetch import FetchError, Fetcher, MediaKind
 from orchestrator.motion import plan_motion
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.stages import Stages
@@ -96,13 +96,21 @@ async def _download(request: lipsync_pb2.JobRequest, res: JobResources, scratch:
         wanted[f"audios.{i}"] = url
     files: dict[str, Path] = {}
     for role, url in wanted.items():
-        kind = "audio" if role in AUDIO_ROLES or role.startswith("audios.") else ("image" if role in ("image", "mask_image") else "video")
+        kind = _media_kind(role)
         try:
-            fetched = await res.fetcher.fetch(url, scratch / f"input-{role}", kind, max_bytes)  # type: ignore[arg-type]
+            fetched = await res.fetcher.fetch(url, scratch / f"input-{role}", kind, max_bytes)
         except FetchError as exc:
             raise MediaError(exc.code, exc.message) from exc
         files[role] = fetched.path
     return files
+
+
+def _media_kind(role: str) -> MediaKind:
+    if role in AUDIO_ROLES or role.startswith("audios."):
+        return MediaKind("audio")
+    if role == "mask_image":
+        return MediaKind("mask")
+    return MediaKind("image" if role == "image" else "video")
 
 
 @dataclass(frozen=True)

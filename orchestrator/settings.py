@@ -2,6 +2,7 @@
 that reads the environment (LIPSYNCD_* variables and an optional .env file)."""
 from __future__ import annotations
 
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -64,10 +65,14 @@ class OrchestratorSettings(BaseSettings):
         if self.secret_key:
             return self.secret_key.encode()
         path = self.home_dir / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_hex(32))
-            path.chmod(0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # O_EXCL: the gateway may be creating the same file at the same moment
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
         return path.read_text().strip().encode()
 
     @property

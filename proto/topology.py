@@ -78,6 +78,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
         ),
     ]
     for config in streams:
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

@@ -1,0 +1,2 @@
+"""Shared fixtures: a real nats-server and a real tritonserver, each once per session."""
+pytest_plugins = ["tests.integration.fixtures_nats", "tests.integration.fixtures_triton"]
