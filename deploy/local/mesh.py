@@ -204,8 +204,7 @@ def main() -> None:
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
         mesh.wait_for("tritonserver", lambda: _http_ok(f"http://127.0.0.1:{ports.triton_http}/v2/health/ready"))
         mesh.start("orchestrator", [sys.executable, "-m", "orchestrator.main"])
-        mesh.start("gateway", [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory",
-                               "--host", "127.0.0.1", "--port", str(ports.gateway), "--log-level", "warning"])
+        mesh.start("gateway", [sys.executable, "-m", "gateway"])
         mesh.wait_for("gateway", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
         if not args.no_admin:
             key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,

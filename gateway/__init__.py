@@ -1,0 +1,1 @@
+"""The lipsyncd gateway: REST API, accounts, API keys, credits, and the API side of the job bus."""

@@ -1,0 +1,19 @@
+"""`python -m gateway`: serve the API with uvicorn on PORT."""
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Accounts, passwords, dashboard sessions and API keys."""

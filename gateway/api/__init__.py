@@ -1,0 +1,1 @@
+"""The HTTP surface of the gateway: routes, dependencies and error shapes."""

@@ -1,0 +1,95 @@
+"""Request dependencies as `Annotated` aliases: the gateway context, and who is calling
+(API key for /api/v1, or a dashboard session) with the plan's rate limit applied."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from gateway.accounts import keys, sessions
+from gateway.accounts.principal import Principal
+from gateway.api.errors import ApiError, unauthorized
+from gateway.context import GatewayContext
+
+LOGIN_REQUIRED = "Please log in to create and manage API keys."
+
+
+def get_context(request: Request) -> GatewayContext:
+    context: GatewayContext = request.app.state.gateway
+    return context
+
+
+Ctx = Annotated[GatewayContext, Depends(get_context)]
+
+
+def _enforce_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
+    limit = ctx.settings.plan(principal.plan).requests_per_minute
+    retry_after_s = ctx.rate_limiter.check(principal.rate_limit_bucket, limit)
+    if retry_after_s is not None:
+        raise ApiError(
+            429, "rate_limited",
+            f"Too many requests: your plan allows {limit} per minute",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+async def _from_api_key(ctx: GatewayContext, token: str) -> Principal | None:
+    def lookup(session: Session) -> Principal | None:
+        found = keys.authenticate_key(session, token)
+        if found is None:
+            return None
+        key, account = found
+        return Principal(account.id, account.email, account.plan, "api", key_id=key.id)
+
+    if keys.parse_key(token) is None:  # typo or garbage: no database round trip
+        return None
+    return await ctx.db.run_async(lookup)
+
+
+async def _from_session(ctx: GatewayContext, token: str) -> Principal | None:
+    def lookup(session: Session) -> Principal | None:
+        account = sessions.resolve_session(session, token)
+        if account is None:
+            return None
+        return Principal(account.id, account.email, account.plan, "app")
+
+    return await ctx.db.run_async(lookup)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
+
+
+async def require_caller(
+    request: Request, ctx: Ctx, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    """An API key (spends API credits) or, without an Authorization header, a dashboard
+    session cookie (spends app credits)."""
+    token = _bearer(authorization)
+    principal: Principal | None = None
+    if token is not None:
+        principal = await _from_api_key(ctx, token) if token else None
+        if principal is None:
+            raise unauthorized("Invalid or revoked API key")
+    elif cookie := request.cookies.get(sessions.SESSION_COOKIE):
+        principal = await _from_session(ctx, cookie)
+    if principal is None:
+        raise unauthorized("Missing API key: send Authorization: Bearer sk_...")
+    _enforce_rate_limit(ctx, principal)
+    return principal
+
+
+async def require_session(request: Request, ctx: Ctx) -> Principal:
+    cookie = request.cookies.get(sessions.SESSION_COOKIE)
+    principal = await _from_session(ctx, cookie) if cookie else None
+    if principal is None:
+        raise ApiError(401, "unauthorized", LOGIN_REQUIRED)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(require_caller)]
+SessionUser = Annotated[Principal, Depends(require_session)]

@@ -1,0 +1,94 @@
+"""The gateway application: `create_app` wires settings, database, job bus and routes; the
+lifespan migrates the database, then connects to NATS and starts the events consumer and
+the billing responder."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from gateway import files
+from gateway.api import account, health, uploads
+from gateway.api import jobs as job_routes
+from gateway.api.errors import install_error_handlers
+from gateway.billing.settlement import Outcome, raise_reservation, settle
+from gateway.context import GatewayContext
+from gateway.metrics import HTTP_REQUESTS, JOBS_SETTLED, RESERVATIONS
+from gateway.settings import Settings
+from proto import lipsync_pb2
+
+log = logging.getLogger(__name__)
+
+
+def _event_handler(ctx: GatewayContext) -> Callable[[lipsync_pb2.JobEvent], Awaitable[None]]:
+    async def on_event(event: lipsync_pb2.JobEvent) -> None:
+        outcome = Outcome.from_status(event.status)
+        changed = await ctx.db.run_async(
+            lambda s: settle(s, ctx.prices, event.status.job_id, outcome)
+        )
+        if changed:
+            JOBS_SETTLED.labels(status=outcome.status).inc()
+            log.info("job %s settled as %s", event.status.job_id, outcome.status)
+
+    return on_event
+
+
+def _reserve_handler(
+    ctx: GatewayContext,
+) -> Callable[[lipsync_pb2.ReserveRequest], Awaitable[lipsync_pb2.ReserveReply]]:
+    async def on_reserve(request: lipsync_pb2.ReserveRequest) -> lipsync_pb2.ReserveReply:
+        reply = await ctx.db.run_async(lambda s: raise_reservation(s, ctx.prices, request))
+        RESERVATIONS.labels(result="ok" if reply.ok else reply.error_code).inc()
+        return reply
+
+    return on_reserve
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx: GatewayContext = app.state.gateway
+    await run_in_threadpool(ctx.db.migrate)
+    ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
+    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx))
+    try:
+        yield
+    finally:
+        await ctx.bus.close()
+        ctx.db.dispose()
+
+
+async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started_s = time.perf_counter()
+    response = await call_next(request)
+    route = request.scope.get("route")
+    HTTP_REQUESTS.labels(
+        method=request.method,
+        route=getattr(route, "path", "unmatched"),
+        status=str(response.status_code),
+    ).observe(time.perf_counter() - started_s)
+    return response
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(
+        title="lipsyncd",
+        version="0.1.0",
+        summary="Self-hosted lip-sync video REST API",
+        lifespan=_lifespan,
+        # Some clients of the hosted APIs send a JSON body with no Content-Type at all.
+        strict_content_type=False,
+    )
+    app.state.gateway = GatewayContext.build(settings)
+    install_error_handlers(app)
+    app.middleware("http")(_observe)
+    app.include_router(job_routes.router)
+    app.include_router(uploads.router)
+    app.include_router(account.router)
+    app.include_router(health.router)
+    app.include_router(files.router)
+    return app

@@ -1,0 +1,1 @@
+"""Plans, prices and the credit ledger."""

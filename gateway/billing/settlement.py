@@ -1,0 +1,122 @@
+"""Settling a job's credits: raise the reservation once the media is probed, capture on
+completion, release on failure or cancel. Each function is one database transaction's
+worth of work and is safe to repeat (a redelivered event finds the job already final)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.billing import ledger
+from gateway.billing.pricing import PriceTable
+from gateway.models import Job, utcnow
+from proto import lipsync_pb2
+
+log = logging.getLogger(__name__)
+
+PROCESSING = "processing"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELED = "canceled"
+TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELED})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended, as the gateway records it."""
+
+    status: str
+    output_key: str = ""
+    error: str = ""
+    error_code: str = ""
+    execution_time_ms: int | None = None
+    timings_ms: dict[str, int] = field(default_factory=dict)
+    output_duration_s: float | None = None
+    completed_at: dt.datetime | None = None
+
+    @classmethod
+    def from_status(cls, status: lipsync_pb2.JobStatus) -> "Outcome":
+        completed_at = None
+        if status.completed_at_ms:
+            completed_at = dt.datetime.fromtimestamp(status.completed_at_ms / 1000, dt.UTC)
+            completed_at = completed_at.replace(tzinfo=None)
+        return cls(
+            status=status.status,
+            output_key=status.output_key,
+            error=status.error,
+            error_code=status.error_code,
+            execution_time_ms=status.execution_time_ms or None,
+            timings_ms=dict(status.timings_ms),
+            output_duration_s=status.output_duration_s or None,
+            completed_at=completed_at,
+        )
+
+
+def lock_job(session: Session, job_id: str) -> Job | None:
+    """The job row, locked for this transaction (PostgreSQL; SQLite already serialises)."""
+    return session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+
+
+def settle(session: Session, prices: PriceTable, job_id: str, outcome: Outcome) -> bool:
+    """Record a final state and move the credits; False if there was nothing to do."""
+    if outcome.status not in TERMINAL_STATUSES:
+        return False
+    job = lock_job(session, job_id)
+    if job is None:
+        log.warning("job event for unknown job %s ignored", job_id)
+        return False
+    if job.status != PROCESSING:
+        return False  # already settled: a redelivered event, or canceled meanwhile
+    if outcome.status == COMPLETED:
+        charge = job.reserved_credits
+        if outcome.output_duration_s:
+            charge = min(charge, prices.price(outcome.output_duration_s, job.resolution))
+        ledger.capture(session, job.account_id, job.credit_kind, job.id, charge)
+        if job.reserved_credits > charge:
+            excess = job.reserved_credits - charge
+            ledger.release(session, job.account_id, job.credit_kind, job.id, excess)
+        job.charged_credits = charge
+        job.output_key = outcome.output_key or None
+        job.execution_time_ms = outcome.execution_time_ms
+        job.timings_json = json.dumps(outcome.timings_ms) if outcome.timings_ms else None
+        job.output_duration_s = outcome.output_duration_s
+    else:
+        ledger.release(session, job.account_id, job.credit_kind, job.id, job.reserved_credits)
+        job.error = outcome.error
+        job.error_code = outcome.error_code or (CANCELED if outcome.status == CANCELED else "")
+    job.status = outcome.status
+    job.completed_at = outcome.completed_at or utcnow()
+    return True
+
+
+def raise_reservation(
+    session: Session, prices: PriceTable, request: lipsync_pb2.ReserveRequest
+) -> lipsync_pb2.ReserveReply:
+    job = lock_job(session, request.job_id)
+    if job is None:
+        return lipsync_pb2.ReserveReply(ok=False, error_code="unknown_job", error="Unknown job")
+    if job.status != PROCESSING:
+        return lipsync_pb2.ReserveReply(
+            ok=False, error_code="canceled", error=f"Job is {job.status}",
+            reserved_credits=job.reserved_credits,
+        )
+    price = prices.price(request.output_duration_s, job.resolution)
+    if price > job.reserved_credits:
+        extra = price - job.reserved_credits
+        if not ledger.raise_reservation(session, job.account_id, job.credit_kind, job.id, extra):
+            available = ledger.balance(session, job.account_id, job.credit_kind)
+            return lipsync_pb2.ReserveReply(
+                ok=False,
+                error_code="insufficient_credits",
+                error=(
+                    f"Not enough {job.credit_kind.upper()} credits: this video costs {price} "
+                    f"credits, {job.reserved_credits + available} available"
+                ),
+                reserved_credits=job.reserved_credits,
+            )
+        job.reserved_credits = price
+    return lipsync_pb2.ReserveReply(ok=True, reserved_credits=job.reserved_credits)

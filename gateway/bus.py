@@ -1,0 +1,210 @@
+"""The gateway's side of the NATS JetStream job bus: publish JobRequests, read JobStatus
+from the status bucket, set cancel flags, settle credits from job events (durable pull
+consumer, acked after the database commit), and answer the orchestrator's reservation
+requests. Handlers are injected, so this module knows NATS and protobuf, not the database."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from proto import lipsync_pb2, topology
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[None]]
+ReserveHandler = Callable[[lipsync_pb2.ReserveRequest], Awaitable[lipsync_pb2.ReserveReply]]
+
+RESPONDER_QUEUE = "lipsyncd-gateway"
+EVENTS_BATCH = 16
+EVENTS_FETCH_TIMEOUT_S = 2.0
+EVENTS_ACK_WAIT_S = 60.0
+EVENTS_RETRY_DELAY_S = 5.0
+CONNECT_RETRY_S = 2.0
+
+
+class BusUnavailableError(Exception):
+    pass
+
+
+class JobBus:
+    """One NATS connection; `start` keeps retrying in the background until NATS answers."""
+
+    def __init__(self, nats_url: str, timeout_s: float = 5.0) -> None:
+        self._nats_url = nats_url
+        self._timeout_s = timeout_s
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._status_kv: KeyValue | None = None
+        self._control_kv: KeyValue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._nc is not None and self._nc.is_connected
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self.ready
+
+    async def start(self, on_event: EventHandler, on_reserve: ReserveHandler) -> None:
+        self._tasks.append(asyncio.create_task(self._connect_and_serve(on_event, on_reserve)))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+        self._ready.clear()
+
+    async def _connect_and_serve(self, on_event: EventHandler, on_reserve: ReserveHandler) -> None:
+        while True:
+            try:
+                subscription = await self._connect(on_reserve)
+                break
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                log.warning("job bus setup on %s failed (%s); retrying", self._nats_url, exc)
+                if self._nc is not None and not self._nc.is_closed:
+                    await self._nc.close()
+                await asyncio.sleep(CONNECT_RETRY_S)
+        self._ready.set()
+        log.info("job bus ready on %s", self._nats_url)
+        await self._consume_events(subscription, on_event)
+
+    async def _connect(self, on_reserve: ReserveHandler) -> JetStreamContext.PullSubscription:
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    servers=[self._nats_url],
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    name="lipsyncd-gateway",
+                )
+                break
+            except (OSError, nats.errors.Error) as exc:
+                log.warning("NATS at %s not reachable (%s); retrying", self._nats_url, exc)
+                await asyncio.sleep(CONNECT_RETRY_S)
+        self._js = self._nc.jetstream(timeout=self._timeout_s)
+        await topology.ensure_topology(self._js)
+        self._status_kv = await self._js.key_value(topology.STATUS_BUCKET)
+        self._control_kv = await self._js.key_value(topology.CONTROL_BUCKET)
+        await self._nc.subscribe(
+            topology.BILLING_RESERVE_SUBJECT,
+            queue=RESPONDER_QUEUE,
+            cb=functools.partial(self._answer_reserve, on_reserve=on_reserve),
+        )
+        subscription = await self._js.pull_subscribe(
+            f"{topology.EVENTS_SUBJECT_PREFIX}.>",
+            durable=topology.GATEWAY_EVENTS_CONSUMER,
+            stream=topology.EVENTS_STREAM,
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=EVENTS_ACK_WAIT_S, max_deliver=-1
+            ),
+        )
+        return subscription
+
+    async def _consume_events(
+        self, subscription: JetStreamContext.PullSubscription, on_event: EventHandler
+    ) -> None:
+        while True:
+            try:
+                messages = await subscription.fetch(EVENTS_BATCH, timeout=EVENTS_FETCH_TIMEOUT_S)
+            except nats.errors.TimeoutError:
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetching job events failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for message in messages:
+                await self._settle(message, on_event)
+
+    async def _settle(self, message: Msg, on_event: EventHandler) -> None:
+        try:
+            event = lipsync_pb2.JobEvent.FromString(message.data)
+        except DecodeError:
+            log.error("dropping undecodable job event on %s", message.subject)
+            await message.term()
+            return
+        try:
+            await on_event(event)
+        except Exception:
+            # Ours, not the user's (database outage, bug): leave it for redelivery.
+            log.exception("settling job %s failed; will retry", event.status.job_id)
+            await message.nak(delay=EVENTS_RETRY_DELAY_S)
+            return
+        await message.ack()
+
+    async def _answer_reserve(self, message: Msg, on_reserve: ReserveHandler) -> None:
+        try:
+            request = lipsync_pb2.ReserveRequest.FromString(message.data)
+            reply = await on_reserve(request)
+        except DecodeError:
+            reply = lipsync_pb2.ReserveReply(ok=False, error_code="bad_request", error="undecodable")
+        except Exception:
+            log.exception("reservation request on %s failed", message.subject)
+            reply = lipsync_pb2.ReserveReply(
+                ok=False, error_code="internal_error", error="reservation failed"
+            )
+        if message.reply:
+            await message.respond(reply.SerializeToString())
+
+    def _require(self) -> JetStreamContext:
+        if not self.ready or self._js is None:
+            raise BusUnavailableError("job bus is not connected")
+        return self._js
+
+    async def publish_job(self, request: lipsync_pb2.JobRequest) -> None:
+        """Publish once per job: the message id is the job id, so JetStream drops repeats."""
+        js = self._require()
+        try:
+            await js.publish(
+                topology.job_subject(request.model),
+                request.SerializeToString(),
+                headers={"Nats-Msg-Id": request.job_id},
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailableError(str(exc)) from exc
+
+    async def read_status(self, job_id: str) -> lipsync_pb2.JobStatus | None:
+        self._require()
+        assert self._status_kv is not None
+        try:
+            entry = await self._status_kv.get(job_id)
+        except KeyNotFoundError:
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailableError(str(exc)) from exc
+        if not entry.value:
+            return None
+        try:
+            return lipsync_pb2.JobStatus.FromString(entry.value)
+        except DecodeError:
+            log.error("undecodable status for job %s", job_id)
+            return None
+
+    async def request_cancel(self, job_id: str) -> None:
+        self._require()
+        assert self._control_kv is not None
+        try:
+            await self._control_kv.put(topology.cancel_key(job_id), b"1")
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise BusUnavailableError(str(exc)) from exc
