@@ -1,0 +1,71 @@
+"""Triton Python-backend adapter of the `audio_features` stage; the logic lives in `mouthcues`.
+
+The stub ignores PYTHONPATH, so the LIPSYNCD_STAGE_PYTHONPATH bootstrap below runs before
+any third-party import.
+"""
+
+import os
+import sys
+
+for _entry in reversed(os.environ.get("LIPSYNCD_STAGE_PYTHONPATH", "").split(":")):
+    if _entry and _entry not in sys.path:
+        sys.path.insert(0, _entry)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import logging  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from mouthcues.acoustics import SAMPLE_RATE_HZ  # noqa: E402
+from mouthcues.phones import AllphoneDecoder  # noqa: E402
+from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIO_S = 3600.0  # the product caps audio at 600 s; the stage refuses only absurd inputs
+
+
+class TritonPythonModel:
+    """audio (FP32 [-1], 16 kHz mono) + fps (FP32 [1]) → mouth_params [T, 8], energy [T], phones."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        self._decoder = AllphoneDecoder()
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request: Any) -> Any:
+        audio = pb_utils.get_input_tensor_by_name(request, "audio").as_numpy().astype(np.float32).reshape(-1)
+        fps_values = pb_utils.get_input_tensor_by_name(request, "fps").as_numpy().reshape(-1)
+        if fps_values.size != 1 or not np.isfinite(fps_values[0]) or fps_values[0] <= 0:
+            return _error(f"fps must be one positive number, got {fps_values.tolist()}")
+        if audio.shape[0] > MAX_AUDIO_S * SAMPLE_RATE_HZ:
+            return _error(f"audio longer than {MAX_AUDIO_S:.0f} s")
+        try:
+            features = extract_mouth_features(audio, float(fps_values[0]), self._decoder)
+        except ValueError as exc:
+            log.warning("audio_features refused a request: %s", exc)
+            return _error(str(exc))
+        return _response(features)
+
+    def finalize(self) -> None:
+        self._decoder = None
+
+
+def _response(features: MouthFeatures) -> Any:
+    phones = np.array([segment.describe().encode() for segment in features.phones], dtype=np.object_)
+    return pb_utils.InferenceResponse(
+        output_tensors=[
+            pb_utils.Tensor("mouth_params", features.mouth_params.astype(np.float32)),
+            pb_utils.Tensor("energy", features.energy.astype(np.float32)),
+            pb_utils.Tensor("phones", phones),
+        ]
+    )
+
+
+def _error(message: str) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))

@@ -1,0 +1,148 @@
+"""Speech → per-video-frame mouth parameters: the whole `audio_features` computation.
+
+Phone-driven viseme tracks (allphone decoding + dominance co-articulation) are fused with
+language-independent acoustic tracks, gated by voice activity, led slightly ahead of the
+sound as real mouths are, and resampled to the requested frame rate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .acoustics import SAMPLE_RATE_HZ, TRACK_RATE_HZ, AcousticTracks, analyse_audio, quiet_cut_points
+from .coarticulation import (
+    PhoneTracks,
+    blend_dominance,
+    impose_closures,
+    sharpen_closure,
+    smooth_critically_damped,
+)
+from .phones import AllphoneDecoder, PhoneSegment
+from .visemes import CLOSURE, JAW, LIP_OPEN, LIP_ROUND, LIP_WIDTH, N_SHAPE, TEETH, TONGUE
+
+MOUTH_PARAMS: tuple[str, ...] = (
+    "jaw_open",
+    "lip_open",
+    "lip_width",
+    "lip_round",
+    "closure",
+    "teeth",
+    "tongue",
+    "activity",
+)
+ACTIVITY = 7
+LEAD_S = 0.04  # the mouth shape is shown this much before the sound it belongs to
+PHONE_WEIGHT = 0.65  # share of the phone tracks where the decoder hears speech phones
+DECODE_CHUNK_S = 30.0
+CUT_SEARCH_S = 3.0
+
+
+@dataclass(frozen=True)
+class MouthFeatures:
+    """Output of the stage for one audio."""
+
+    mouth_params: np.ndarray  # [T, 8] float32, columns MOUTH_PARAMS
+    energy: np.ndarray  # [T] float32 normalised loudness 0..1
+    phones: tuple[PhoneSegment, ...]
+
+
+def n_video_frames(n_samples: int, fps: float) -> int:
+    """T = ceil(duration_s * fps), robust to float rounding."""
+    return max(int(math.ceil(n_samples * fps / SAMPLE_RATE_HZ - 1e-9)), 0)
+
+
+def fuse_with_acoustics(phone: PhoneTracks, acoustic: AcousticTracks) -> np.ndarray:
+    """Shape tracks [N, N_SHAPE] from phones and acoustics.
+
+    Phones decide the shape where the decoder hears speech phones; elsewhere (non-English,
+    noise the decoder labels +SPN+, or silence labels over voiced sound) the opening follows
+    loudness and voicing, rounding/spreading follow the F2-region share, teeth follow frication.
+    Everything is gated by voice activity, so silence is rest."""
+    p = phone.shape
+    energy, activity, voiced = acoustic.energy, acoustic.activity, acoustic.voicing
+    w = PHONE_WEIGHT * np.clip(phone.speech_weight, 0.0, 1.0)
+    loudness = 0.3 + 0.7 * np.sqrt(energy)
+    open_acoustic = energy**0.6 * (0.35 + 0.65 * voiced) * (1.0 - 0.5 * acoustic.fricative)
+    front = acoustic.frontness - 0.5
+    out = np.zeros_like(p)
+    out[:, JAW] = w * p[:, JAW] * loudness + (1 - w) * 0.8 * open_acoustic
+    out[:, LIP_OPEN] = w * p[:, LIP_OPEN] * loudness + (1 - w) * 0.85 * open_acoustic
+    out[:, LIP_WIDTH] = w * p[:, LIP_WIDTH] + (1 - w) * 0.8 * front * voiced
+    out[:, LIP_ROUND] = w * p[:, LIP_ROUND] + (1 - w) * 0.5 * np.clip(-2 * front, 0, 1) * voiced
+    out[:, CLOSURE] = p[:, CLOSURE]
+    out[:, TEETH] = np.maximum(
+        w * p[:, TEETH] + (1 - w) * 0.5 * np.clip(front + 0.5, 0, 1) * voiced,
+        0.8 * acoustic.fricative,
+    )
+    out[:, TONGUE] = w * p[:, TONGUE]
+    return out * activity[:, None]
+
+
+def _frame_windows(n_frames: int, fps: float, shift_s: float, n_track: int) -> tuple[np.ndarray, np.ndarray]:
+    """Track-frame index ranges [lo, hi) covering each video frame's time span (+ shift)."""
+    centres_s = np.arange(n_frames) / fps + shift_s
+    half_s = 0.5 / fps
+    lo = np.clip(np.floor((centres_s - half_s) * TRACK_RATE_HZ + 0.5), 0, max(n_track - 1, 0)).astype(int)
+    hi = np.clip(np.ceil((centres_s + half_s) * TRACK_RATE_HZ + 0.5), 1, n_track).astype(int)
+    return lo, np.maximum(hi, lo + 1)
+
+
+def _box_mean(track: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    csum = np.concatenate([np.zeros((1,) + track.shape[1:]), np.cumsum(track, axis=0)])
+    return (csum[hi] - csum[lo]) / (hi - lo).reshape((-1,) + (1,) * (track.ndim - 1))
+
+
+def _box_max(track: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.array([track[a:b].max() for a, b in zip(lo, hi)]) if lo.size else np.zeros(0)
+
+
+def resample_to_video(
+    shape: np.ndarray, acoustic: AcousticTracks, n_samples: int, fps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mouth_params [T, 8], energy [T]) at the video rate; mouth led by LEAD_S."""
+    n_frames = n_video_frames(n_samples, fps)
+    params = np.zeros((n_frames, len(MOUTH_PARAMS)), dtype=np.float32)
+    energy = np.zeros(n_frames, dtype=np.float32)
+    if n_frames == 0 or shape.shape[0] == 0:
+        return params, energy
+    lo, hi = _frame_windows(n_frames, fps, LEAD_S, shape.shape[0])
+    mouth = _box_mean(shape, lo, hi)
+    # Max-pool closure so a 30 ms /p/ still shuts the lips in a 40 ms video frame.
+    mouth[:, CLOSURE] = _box_max(shape[:, CLOSURE], lo, hi)
+    mouth = impose_closures(mouth, mouth[:, CLOSURE])
+    lo, hi = _frame_windows(n_frames, fps, 0.0, shape.shape[0])
+    params[:, :N_SHAPE] = mouth
+    params[:, ACTIVITY] = _box_mean(acoustic.activity, lo, hi)
+    energy[:] = _box_mean(acoustic.energy, lo, hi)
+    params[:, [JAW, LIP_OPEN, LIP_ROUND, CLOSURE, TEETH, TONGUE, ACTIVITY]] = np.clip(
+        params[:, [JAW, LIP_OPEN, LIP_ROUND, CLOSURE, TEETH, TONGUE, ACTIVITY]], 0.0, 1.0
+    )
+    params[:, LIP_WIDTH] = np.clip(params[:, LIP_WIDTH], -1.0, 1.0)
+    return params, np.clip(energy, 0.0, 1.0)
+
+
+def extract_mouth_features(audio: np.ndarray, fps: float, decoder: AllphoneDecoder) -> MouthFeatures:
+    """Mouth parameters for 16 kHz mono float32 audio in [-1, 1] at fps video frames per second."""
+    if fps <= 0 or not math.isfinite(fps):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1))
+    # 1. Language-independent acoustic tracks (blockwise, flat memory).
+    acoustic = analyse_audio(audio)
+    # 2. Phones, decoded in ~30 s pieces cut at the quietest nearby moment.
+    cuts = quiet_cut_points(
+        acoustic, int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ)
+    )
+    segments = decoder.decode_pieces(audio, cuts)
+    # 3. Co-articulated viseme tracks (Cohen-Massaro dominance blending).
+    phone_tracks = blend_dominance(segments, acoustic.n_frames)
+    # 4. Fuse with acoustics, gate by voice activity, smooth without phase lag.
+    shape = smooth_critically_damped(fuse_with_acoustics(phone_tracks, acoustic))
+    # 5. Re-impose bilabial closures that smoothing softened (only where there is speech).
+    closure = phone_tracks.bilabial * (acoustic.activity > 0.2)
+    shape = impose_closures(sharpen_closure(shape), closure.astype(np.float64))
+    # 6. Resample to the video frame rate, mouth slightly ahead of the sound.
+    params, energy = resample_to_video(shape, acoustic, audio.shape[0], fps)
+    return MouthFeatures(params, energy, tuple(segments))

@@ -1,0 +1,183 @@
+"""Unit tests of the audio_features stage logic (mouthcues) on real speech from ../shared/media."""
+
+from __future__ import annotations
+
+import math
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.signal import resample_poly
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_DIR = ROOT / "model_repository" / "audio_features" / "1"
+MEDIA_DIR = ROOT.parent / "shared" / "media"
+if str(STAGE_DIR) not in sys.path:
+    sys.path.insert(0, str(STAGE_DIR))
+
+from mouthcues.acoustics import analyse_audio, quiet_cut_points  # noqa: E402
+from mouthcues.phones import AllphoneDecoder  # noqa: E402
+from mouthcues.pipeline import MouthFeatures, extract_mouth_features, n_video_frames  # noqa: E402
+
+SAMPLE_RATE_HZ = 16_000
+JAW, LIP_OPEN, LIP_WIDTH, LIP_ROUND, CLOSURE, TEETH, TONGUE, ACTIVITY = range(8)
+
+
+def load_speech(name: str) -> np.ndarray:
+    """16 kHz mono float32 from a PCM16 WAV, downmixed and resampled."""
+    with wave.open(str(MEDIA_DIR / name)) as wav:
+        rate_hz, channels = wav.getframerate(), wav.getnchannels()
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    audio = pcm.reshape(-1, channels).mean(axis=1) / 32768.0
+    if rate_hz != SAMPLE_RATE_HZ:
+        common = math.gcd(rate_hz, SAMPLE_RATE_HZ)
+        audio = resample_poly(audio, SAMPLE_RATE_HZ // common, rate_hz // common)
+    return audio.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def decoder() -> AllphoneDecoder:
+    return AllphoneDecoder()
+
+
+@pytest.fixture(scope="module")
+def english(decoder: AllphoneDecoder) -> MouthFeatures:
+    return extract_mouth_features(load_speech("speech_en_1.wav"), 25.0, decoder)
+
+
+@pytest.fixture(scope="module")
+def mandarin(decoder: AllphoneDecoder) -> MouthFeatures:
+    return extract_mouth_features(load_speech("speech_zh_1.wav"), 25.0, decoder)
+
+
+@pytest.mark.parametrize(
+    ("name", "fps"), [("speech_en_1.wav", 25.0), ("speech_en_3.wav", 29.97), ("speech_zh_1.wav", 22.1)]
+)
+def test_mouth_params_have_one_row_per_frame_and_stay_in_range(
+    decoder: AllphoneDecoder, name: str, fps: float
+) -> None:
+    audio = load_speech(name)
+    features = extract_mouth_features(audio, fps, decoder)
+    expected = math.ceil(audio.shape[0] / SAMPLE_RATE_HZ * fps)
+    assert features.mouth_params.shape == (expected, 8)
+    assert features.energy.shape == (expected,)
+    assert features.mouth_params.dtype == np.float32 and features.energy.dtype == np.float32
+    params = features.mouth_params
+    assert np.all(np.isfinite(params))
+    unit_columns = [JAW, LIP_OPEN, LIP_ROUND, CLOSURE, TEETH, TONGUE, ACTIVITY]
+    assert params[:, unit_columns].min() >= 0.0 and params[:, unit_columns].max() <= 1.0
+    assert params[:, LIP_WIDTH].min() >= -1.0 and params[:, LIP_WIDTH].max() <= 1.0
+    assert 0.0 <= features.energy.min() and features.energy.max() <= 1.0
+
+
+def test_digital_silence_leaves_the_mouth_at_rest(decoder: AllphoneDecoder) -> None:
+    features = extract_mouth_features(np.zeros(2 * SAMPLE_RATE_HZ, dtype=np.float32), 25.0, decoder)
+    assert features.mouth_params.shape == (50, 8)
+    assert np.abs(features.mouth_params).max() < 0.02
+    assert features.energy.max() < 0.02
+
+
+def test_pauses_around_speech_close_the_mouth(decoder: AllphoneDecoder) -> None:
+    speech = load_speech("speech_en_2.wav")
+    rng = np.random.default_rng(0)
+    pause = (rng.standard_normal(SAMPLE_RATE_HZ) * 1e-4).astype(np.float32)  # faint room noise
+    features = extract_mouth_features(np.concatenate([pause, speech, pause]), 25.0, decoder)
+    params = features.mouth_params
+    for quiet in (params[2:20], params[-20:-2]):  # well inside the 1 s pauses
+        assert quiet[:, [JAW, LIP_OPEN, CLOSURE, TEETH, TONGUE, ACTIVITY]].max() < 0.05
+        assert np.abs(quiet[:, LIP_WIDTH]).max() < 0.05
+    assert params[25:-25, LIP_OPEN].max() > 0.3
+
+
+@pytest.mark.parametrize("name", ["speech_en_1.wav", "speech_en_2.wav", "speech_en_3.wav", "speech_zh_1.wav"])
+def test_mouth_opening_correlates_with_loudness(decoder: AllphoneDecoder, name: str) -> None:
+    features = extract_mouth_features(load_speech(name), 25.0, decoder)
+    correlation = np.corrcoef(features.mouth_params[:, LIP_OPEN], features.energy)[0, 1]
+    assert correlation > 0.3
+
+
+def test_bilabial_phones_press_the_lips_together(english: MouthFeatures) -> None:
+    params, fps = english.mouth_params, 25.0
+    bilabials = [s for s in english.phones if s.phone in {"P", "B", "M"}]
+    assert len(bilabials) >= 5
+    closed = 0
+    for segment in bilabials:
+        first = max(int(segment.start_s * fps) - 1, 0)
+        last = int(math.ceil(segment.end_s * fps)) + 1
+        window = params[first:last]
+        if np.any((window[:, CLOSURE] > 0.9) & (window[:, LIP_OPEN] < 0.05)):
+            closed += 1
+    assert closed == len(bilabials)
+    # Closure is an event, not a default: most frames are not closed.
+    assert np.mean(params[:, CLOSURE] > 0.5) < 0.35
+
+
+def test_bilabial_closure_starts_at_the_phone_or_slightly_before(decoder: AllphoneDecoder) -> None:
+    fps = 100.0
+    features = extract_mouth_features(load_speech("speech_en_2.wav"), fps, decoder)
+    closure = features.mouth_params[:, CLOSURE]
+    onsets_s = []
+    for segment in (s for s in features.phones if s.phone in {"P", "B", "M"}):
+        first = max(int(round((segment.start_s - 0.15) * fps)), 0)
+        shut = np.flatnonzero(closure[first : int(round(segment.end_s * fps))] > 0.9)
+        assert shut.size > 0, segment
+        onsets_s.append((first + shut[0]) / fps - segment.start_s)
+    # Anticipation of up to 100 ms, never late.
+    assert all(-0.1 <= onset_s <= 0.0 for onset_s in onsets_s), onsets_s
+
+
+def test_mandarin_speech_drives_a_moving_mouth(mandarin: MouthFeatures) -> None:
+    params = mandarin.mouth_params
+    assert np.mean(params[:, ACTIVITY] > 0.5) > 0.5
+    assert params[:, JAW].max() > 0.3
+    assert params[:, LIP_OPEN].std() > 0.08
+    # Open and close many times (syllables), not a static pose.
+    opening = params[:, LIP_OPEN] > 0.2
+    assert np.count_nonzero(np.diff(opening.astype(int)) == 1) >= 8
+
+
+@pytest.mark.parametrize("name", ["speech_en_1.wav", "speech_en_3.wav", "speech_zh_1.wav"])
+def test_mouth_leads_the_sound_and_never_lags(decoder: AllphoneDecoder, name: str) -> None:
+    fps = 100.0
+    features = extract_mouth_features(load_speech(name), fps, decoder)
+    opening = features.mouth_params[:, LIP_OPEN] - features.mouth_params[:, LIP_OPEN].mean()
+    energy = features.energy - features.energy.mean()
+    n = len(opening)
+    # lead > 0: the opening at frame k matches the loudness of frame k + lead (mouth first).
+    leads = list(range(-20, 21))  # ±200 ms
+    scores = [
+        np.dot(opening[max(0, -lead) : n - max(0, lead)], energy[max(0, lead) : n - max(0, -lead)])
+        for lead in leads
+    ]
+    best_lead_s = leads[int(np.argmax(scores))] / fps
+    assert 0.0 <= best_lead_s <= 0.1
+
+
+def test_long_audio_is_decoded_in_quiet_cut_pieces() -> None:
+    speech = load_speech("speech_en_1.wav")
+    audio = np.tile(speech, 9)  # 72 s
+    tracks = analyse_audio(audio)
+    cuts = quiet_cut_points(tracks, chunk_frames=3000, search_frames=300)
+    assert cuts[0] == 0 and cuts[-1] == tracks.n_frames
+    assert len(cuts) == 4
+    for previous, cut in zip(cuts[:-2], cuts[1:-1]):
+        nominal = previous + 3000
+        assert nominal - 300 <= cut < nominal + 300
+        # each cut sits at the quietest moment of its search window
+        assert tracks.level_db[cut] <= tracks.level_db[nominal - 300 : nominal + 300].min() + 1e-9
+
+
+def test_video_frame_count_is_the_ceiling_of_duration_times_fps() -> None:
+    assert n_video_frames(16_000, 25.0) == 25
+    assert n_video_frames(16_001, 25.0) == 26
+    assert n_video_frames(8_000, 29.97) == 15
+    assert n_video_frames(0, 25.0) == 0
+
+
+def test_empty_audio_gives_no_frames_and_bad_fps_is_refused(decoder: AllphoneDecoder) -> None:
+    features = extract_mouth_features(np.zeros(0, dtype=np.float32), 25.0, decoder)
+    assert features.mouth_params.shape == (0, 8) and features.energy.shape == (0,)
+    with pytest.raises(ValueError):
+        extract_mouth_features(np.zeros(1600, dtype=np.float32), 0.0, decoder)
