@@ -1,0 +1,1 @@
+"""Landmark-driven portrait animation for the `generator` stage: target shapes, warp field, mouth interior."""

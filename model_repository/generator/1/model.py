@@ -1,0 +1,67 @@
+"""Triton Python-backend adapter of the `generator` stage; the logic lives in `lipwarp`.
+
+The stub ignores PYTHONPATH, so the LIPSYNCD_STAGE_PYTHONPATH bootstrap below runs before
+any third-party import.
+"""
+
+import os
+import sys
+
+for _entry in reversed(os.environ.get("LIPSYNCD_STAGE_PYTHONPATH", "").split(":")):
+    if _entry and _entry not in sys.path:
+        sys.path.insert(0, _entry)
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# one core per stage instance: a multi-threaded BLAS only adds spin-waiting to the small solves
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from lipwarp.render import Renderer  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+MAX_FRAMES_PER_REQUEST = 4096
+
+
+class TritonPythonModel:
+    """source [N,S,S,3] u8 + source_landmarks [N,468,3] + mouth_params [T,8] + motion [T,4]
+    -> frames [T,S,S,3] u8, mask [T,S,S] f32 (N = 1 or T)."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        threads = int(os.environ.get("LIPSYNCD_GENERATOR_THREADS", "1"))
+        self._renderer = Renderer(Path(_HERE), threads=threads)
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request: Any) -> Any:
+        def tensor(name: str) -> np.ndarray:
+            return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+
+        try:
+            mouth = tensor("mouth_params")
+            if mouth.shape[0] > MAX_FRAMES_PER_REQUEST:
+                return _error(f"at most {MAX_FRAMES_PER_REQUEST} frames per request, got {mouth.shape[0]}")
+            frames, masks = self._renderer.render(tensor("source"), tensor("source_landmarks"), mouth, tensor("motion"))
+        except ValueError as exc:
+            log.warning("generator refused a request: %s", exc)
+            return _error(str(exc))
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("frames", frames),
+            pb_utils.Tensor("mask", masks),
+        ])
+
+    def finalize(self) -> None:
+        self._renderer = None
+
+
+def _error(message: str) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))

@@ -1,0 +1,78 @@
+"""The three stages served by a real tritonserver on model_repository/, called over gRPC
+through the orchestrator's typed client, as internal teams would call them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.stages import TritonStages
+from preprocess.align import extract_crop, face_crop_box
+from preprocess.audio import decode_audio, normalise_loudness
+from preprocess.decode import load_image
+from tests.integration.fixtures_triton import TritonServer
+from tests.servers import MEDIA_DIR
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def stages(triton: TritonServer) -> TritonStages:
+    client = TritonStages(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+async def test_all_three_stage_models_are_ready(stages: TritonStages) -> None:
+    assert await stages.ready()
+
+
+async def test_audio_features_follow_the_speech_frame_by_frame(stages: TritonStages) -> None:
+    speech = normalise_loudness(decode_audio(MEDIA_DIR / "speech_en_1.wav", 16_000, 600))
+    features = await stages.audio_features(speech, 25.0)
+    assert features.mouth_params.shape == (int(np.ceil(speech.size / 16_000 * 25)), 8)
+    opening = features.mouth_params[:, 1]
+    assert opening.max() > 0.3 and np.percentile(opening, 10) < 0.05
+    assert np.corrcoef(opening, features.energy)[0, 1] > 0.3
+
+
+async def test_silence_gives_a_mouth_at_rest(stages: TritonStages) -> None:
+    features = await stages.audio_features(np.zeros(16_000 * 2, np.float32), 25.0)
+    assert features.mouth_params[:, :2].max() < 0.05
+
+
+async def test_face_detection_finds_both_people_left_and_right(stages: TritonStages) -> None:
+    image = load_image(MEDIA_DIR / "duo_photo.png", 40_000_000)
+    faces = await stages.detect_faces(image, max_faces=4)
+    assert len(faces) == 2
+    centers = sorted(float(f.box[0] + f.box[2]) / 2 for f in faces)
+    assert centers[0] < 500 < centers[1]
+    for face in faces:
+        assert face.landmarks.shape == (468, 3)
+        # upper inner lip (13) sits below the eyes (159, 386) on an upright face
+        assert face.landmarks[13, 1] > face.landmarks[159, 1]
+
+
+async def test_face_detection_returns_no_rows_for_an_image_without_a_face(stages: TritonStages) -> None:
+    noise = np.random.default_rng(3).integers(0, 255, (360, 480, 3), dtype=np.uint8)
+    assert await stages.detect_faces(noise) == []
+
+
+async def test_generator_opens_the_mouth_it_is_asked_to_open(stages: TritonStages) -> None:
+    image = load_image(MEDIA_DIR / "portrait_photo_a.png", 40_000_000)
+    face = (await stages.detect_faces(image))[0]
+    box = face_crop_box(face.landmarks)
+    crop = extract_crop(image, box)[None]
+    landmarks = box.to_crop(face.landmarks)[None]
+    params = np.zeros((2, 8), np.float32)
+    params[1, :2] = 0.9    # jaw and lips wide open
+    params[1, 5] = 0.8     # teeth showing
+    out = await stages.generate(crop, landmarks, params, np.zeros((2, 4), np.float32))
+    assert out.frames.shape == (2, box.size, box.size, 3)
+    assert out.masks.shape == (2, box.size, box.size)
+    assert out.masks[:, 0, :].max() == 0 and out.masks[:, :, -1].max() == 0
+    lips = landmarks[0, [13, 14, 78, 308], :2]
+    x0, y0 = lips.min(axis=0).astype(int) - 4
+    x1, y1 = lips.max(axis=0).astype(int) + 12
+    closed = out.frames[0, y0:y1, x0:x1].astype(float)
+    opened = out.frames[1, y0:y1, x0:x1].astype(float)
+    assert np.abs(opened - closed).mean() > 10  # the mouth region really changed
