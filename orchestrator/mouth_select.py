@@ -1,0 +1,174 @@
+"""Which library frame's mouth to show at every output frame: a Viterbi search over the
+person's own mouth library (`mouth_library.py`), as Video Rewrite (Bregler, Covell & Slaney,
+SIGGRAPH 1997) stitches recorded segments: close to the target shape, consecutive library
+frames preferred (their motion is real), jumps paid for by how visible they are, and small
+head-pose differences to the frame the mouth is pasted on, so the warp stays small."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from orchestrator.mouth_library import CLOSURE, JAW, LIP_OPEN, N_PARAMS, MouthLibrary
+
+# jaw, lip_open, lip_width, lip_round, closure, teeth, tongue, activity
+DEFAULT_SHAPE_WEIGHTS = (1.0, 3.0, 0.5, 0.5, 1.0, 0.3, 0.1, 0.0)
+CHUNK_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class SelectionWeights:
+    shape: tuple[float, ...] = DEFAULT_SHAPE_WEIGHTS
+    pose: float = 1.0  # per rad^2 of yaw/pitch/roll difference
+    hold: float = 0.012  # showing the same library frame again (a frozen mouth)
+    skip: float = 0.012  # skipping one library frame (playing 2x for a frame)
+    jump: float = 0.04  # any other transition, plus the shape discontinuity below
+    continuity: float = 1.0  # x shape distance from the mouth on screen (or the run's next one) to the jump's target
+    candidates: int = 24  # K best library frames per output frame (plus the runs' successors)
+    max_pose_step_rad: float = np.radians(4.0)  # consecutive library frames farther apart are a cut
+    # The library has no such mouth when the chosen one misses the target's opening or jaw
+    # by more than these (parameter units), or shows open lips where the target closes them.
+    fallback_open: float = 0.15
+    fallback_jaw: float = 0.25
+
+
+@dataclass(frozen=True)
+class MouthSelection:
+    frames: np.ndarray  # int64 [T]: library (= source) frame whose mouth is shown
+    fallback: np.ndarray  # bool [T]: no close enough mouth in the library; use the parametric generator
+    shape_cost: np.ndarray  # float32 [T]: weighted squared distance of the chosen mouth to the target
+
+
+def _node_costs(library: MouthLibrary, target: np.ndarray, order: np.ndarray, w: SelectionWeights,
+                usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-K library frames per output frame by shape + pose cost: (indices, node cost, shape cost)."""
+    weights = np.asarray(w.shape, np.float32)
+    lib = library.params[usable]
+    lib_pose = library.pose[usable]
+    lib_index = np.flatnonzero(usable)
+    k = min(w.candidates, lib.shape[0])
+    n_out = target.shape[0]
+    indices = np.empty((n_out, k), np.int64)
+    node = np.empty((n_out, k), np.float32)
+    shape = np.empty((n_out, k), np.float32)
+    sw = np.sqrt(weights)
+    lib_w = lib * sw
+    for start in range(0, n_out, CHUNK_ROWS):
+        stop = min(n_out, start + CHUNK_ROWS)
+        tw = target[start:stop] * sw
+        shape_all = (tw**2).sum(1)[:, None] + (lib_w**2).sum(1)[None, :] - 2.0 * tw @ lib_w.T
+        shape_all = np.maximum(shape_all, 0.0)
+        pose_t = library.pose[order[start:stop]]
+        pose_all = ((pose_t[:, None, :] - lib_pose[None, :, :]) ** 2).sum(-1) * w.pose
+        total = shape_all + pose_all
+        part = np.argpartition(total, k - 1, axis=1)[:, :k]
+        rows = np.arange(stop - start)[:, None]
+        indices[start:stop] = lib_index[part]
+        node[start:stop] = total[rows, part]
+        shape[start:stop] = shape_all[rows, part]
+    return indices, node, shape
+
+
+def _shape_cost(params: np.ndarray, target_row: np.ndarray, pose: np.ndarray, target_pose: np.ndarray,
+                w: SelectionWeights) -> tuple[np.ndarray, np.ndarray]:
+    shape = (((params - target_row) ** 2) * np.asarray(w.shape, np.float32)).sum(-1)
+    return shape + w.pose * ((pose - target_pose) ** 2).sum(-1), shape
+
+
+def select_mouths(library: MouthLibrary, target_params: np.ndarray, order: np.ndarray,
+                  weights: SelectionWeights | None = None) -> MouthSelection:
+    """Library frame per output frame for `target_params` [T, 8] shown on source frames `order` [T].
+
+    Viterbi over K pruned candidates per output frame; each frame's candidates are its K best
+    shapes plus the successors of the previous frame's candidates, so runs can continue.
+    """
+    w = weights or SelectionWeights()
+    target = np.asarray(target_params, np.float32).reshape(-1, N_PARAMS)
+    order = np.clip(np.asarray(order, np.int64).reshape(-1), 0, library.count - 1)
+    if order.shape[0] != target.shape[0]:
+        raise ValueError(f"order has {order.shape[0]} frames, target_params {target.shape[0]}")
+    n_out = target.shape[0]
+    usable = library.usable.copy()
+    if n_out == 0 or not usable.any():
+        return MouthSelection(np.zeros(n_out, np.int64), np.ones(n_out, bool), np.full(n_out, np.inf, np.float32))
+    top, top_node, top_shape = _node_costs(library, target, order, w, usable)
+
+    # Consecutive library frames form a run when both are usable and the head did not jump.
+    pose_step = np.zeros(library.count, np.float32)
+    pose_step[:-1] = np.abs(np.diff(library.pose, axis=0)).max(1)
+    next_ok = usable & np.roll(usable, -1) & (pose_step < w.max_pose_step_rad)
+    next_ok[-1] = False
+    successor = np.where(next_ok, np.arange(library.count) + 1, np.arange(library.count))
+    params, pose = library.params, library.pose
+
+    cands: list[np.ndarray] = [top[0]]
+    shapes: list[np.ndarray] = [top_shape[0]]
+    score = top_node[0].astype(np.float64)
+    back: list[np.ndarray] = []
+    for t in range(1, n_out):
+        prev = cands[-1]
+        extra = np.unique(successor[prev[np.argsort(score)[: w.candidates // 2]]])
+        extra = extra[~np.isin(extra, top[t])]
+        cur = np.concatenate([top[t], extra])
+        extra_node, extra_shape = _shape_cost(params[extra], target[t], pose[extra], pose[order[t]], w)
+        node = np.concatenate([top_node[t], extra_node])
+        delta = cur[None, :] - prev[:, None]
+        play_on = next_ok[prev][:, None]
+        # A jump is invisible when the new mouth looks like the one on screen or like the
+        # one the interrupted run would have shown next.
+        shape_w = np.asarray(w.shape, np.float32)
+        cont = np.minimum((((params[successor[prev]][:, None, :] - params[cur][None, :, :]) ** 2) * shape_w).sum(-1),
+                          (((params[prev][:, None, :] - params[cur][None, :, :]) ** 2) * shape_w).sum(-1))
+        trans = np.where(delta == 0, w.hold, w.jump + w.continuity * cont)
+        trans = np.where((delta == 1) & play_on, 0.0, trans)
+        trans = np.where((delta == 2) & play_on & next_ok[np.minimum(prev + 1, library.count - 1)][:, None],
+                         w.skip, trans)
+        total = score[:, None] + trans
+        arg = total.argmin(0)
+        score = total[arg, np.arange(cur.size)] + node
+        back.append(arg)
+        cands.append(cur)
+        shapes.append(np.concatenate([top_shape[t], extra_shape]))
+
+    chosen = np.empty(n_out, np.int64)
+    cost = np.empty(n_out, np.float32)
+    j = int(np.argmin(score))
+    for t in range(n_out - 1, -1, -1):
+        chosen[t], cost[t] = cands[t][j], shapes[t][j]
+        if t > 0:
+            j = int(back[t - 1][j])
+    got = params[chosen]
+    missing = ((np.abs(got[:, LIP_OPEN] - target[:, LIP_OPEN]) > w.fallback_open)
+               | (np.abs(got[:, JAW] - target[:, JAW]) > w.fallback_jaw)
+               | ((target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)))
+    return MouthSelection(frames=chosen, fallback=_fallback_runs(missing), shape_cost=cost)
+
+
+def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
+    """Close gaps of up to `bridge` frames between fallback frames: no one-frame flicker
+    between the transplanted and the parametric mouth."""
+    out = flag.copy()
+    idx = np.flatnonzero(flag)
+    for a, b in zip(idx[:-1], idx[1:]):
+        if 1 < b - a <= bridge + 1:
+            out[a:b] = True
+    return out
+
+
+def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, strength: float = 1.0) -> np.ndarray:
+    """Map the target's jaw/opening distribution onto the library's (quantile matching):
+    a person who speaks with a small mouth keeps doing so, instead of falling back."""
+    target = np.asarray(target_params, np.float32).copy()
+    lib = library.params[library.usable]
+    if lib.shape[0] < 8:
+        return target
+    qs = np.linspace(0.0, 1.0, 21)
+    for col in (JAW, LIP_OPEN):
+        src = np.quantile(target[:, col], qs)
+        dst = np.quantile(lib[:, col], qs)
+        if np.ptp(src) < 1e-6:
+            continue
+        mapped = np.interp(target[:, col], np.maximum.accumulate(src), dst)
+        target[:, col] = (1 - strength) * target[:, col] + strength * mapped
+    target[:, CLOSURE] = np.where(target[:, LIP_OPEN] > 0.1, 0.0, target[:, CLOSURE])
+    return target
