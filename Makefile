@@ -29,8 +29,12 @@ unit: install proto models
 bench: install proto models
 	$(PY) -m tests.bench.run --out reports/bench.md
 
-eval: install proto models
+eval: install proto models $(VENV)/.installed-eval
 	$(PY) -m tests.eval.run --out reports/eval.md
+
+$(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[dev,eval]'
+	touch $@
 
 install: $(VENV)/.installed
 

@@ -73,6 +73,14 @@ class Orchestrator:
             await msg.ack()
             return
 
+        if attempt > self.settings.max_deliver:
+            # Every earlier attempt died without an answer (e.g. the process was killed).
+            reporter.status.error = "The job could not be processed after several attempts"
+            reporter.status.error_code = "internal_error"
+            await self._finish(request, reporter, "failed")
+            await msg.ack()
+            return
+
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.settings.scratch_root))

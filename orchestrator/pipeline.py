@@ -81,8 +81,15 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
     # 2. Decode the speech (normalised) and check the limits before any heavy work.
     await reporter.stage("analysis", 0.08)
     with timer("analysis"):
-        voices = {role: _load_voice(path, settings) for role, path in files.items()
-                  if role in AUDIO_ROLES or role.startswith("audios.")}
+        voices = {}
+        for role, path in files.items():
+            if role in AUDIO_ROLES or role.startswith("audios."):
+                # Open the container in a child process first: a decoder crash on hostile
+                # bytes then fails this job instead of taking the orchestrator down.
+                info = await probing.probe(path, "audio")
+                if not info.has_audio:
+                    raise MediaError("no_audio_stream", "The audio file has no audio stream")
+                voices[role] = _load_voice(path, settings)
 
     if request.model == "lipsync-video":
         return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer)
