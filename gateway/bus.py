@@ -128,10 +128,10 @@ class JobBus:
         while True:
             try:
                 messages = await subscription.fetch(EVENTS_BATCH, timeout=EVENTS_FETCH_TIMEOUT_S)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises both kinds
                 continue
-            except nats.errors.Error as exc:
-                log.warning("fetching job events failed: %s", exc)
+            except Exception as exc:  # the events wait in JetStream; keep consuming
+                log.warning("fetching job events failed: %r", exc)
                 await asyncio.sleep(1.0)
                 continue
             for message in messages:

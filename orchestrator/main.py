@@ -154,7 +154,7 @@ class Orchestrator:
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(self.settings.concurrency, timeout=2.0)
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises both kinds
                 continue
             except Exception:
                 log.warning("fetching jobs failed; retrying", exc_info=True)

@@ -3,12 +3,13 @@ is the still image with each animated face's crop re-rendered by the generator s
 its mouth parameters and motion, then blended back. Frames stream in batches."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.stages import DetectedFace, Stages
+from orchestrator.stages import DetectedFace, Rendered, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box
@@ -38,19 +39,37 @@ async def render_still(
     for animated in faces:
         box = face_crop_box(animated.face.landmarks, short_side=short_side)
         crops.append((box, extract_crop(image, box)[None], box.to_crop(animated.face.landmarks)[None]))
-    for start in range(0, frame_count, batch):
-        stop = min(frame_count, start + batch)
+
+    async def render_batch(start: int, stop: int) -> list[tuple[CropBox, Rendered]]:
         rendered = []
         for animated, (box, crop, landmarks) in zip(faces, crops):
             out = await stages.generate(crop, landmarks, animated.mouth_params[start:stop],
                                         animated.motion[start:stop])
             rendered.append((box, out))
-        for i in range(stop - start):
-            frame = image.copy()
-            for box, out in rendered:
-                paste_crop(frame, out.frames[i], out.masks[i], box)
-            writer.write(frame)
-        await on_batch(stop)
+        return rendered
+
+    # Two batches in flight: Triton renders batch n+1 while this process blends and
+    # encodes batch n, so the two cores work at the same time.
+    starts = list(range(0, frame_count, batch))
+    pending = asyncio.create_task(render_batch(0, min(frame_count, batch))) if starts else None
+    try:
+        for index, start in enumerate(starts):
+            stop = min(frame_count, start + batch)
+            assert pending is not None
+            rendered = await pending
+            if index + 1 < len(starts):
+                following = starts[index + 1]
+                pending = asyncio.create_task(render_batch(following, min(frame_count, following + batch)))
+                await asyncio.sleep(0)  # let the request go out before the CPU-bound work below
+            for i in range(stop - start):
+                frame = image.copy()
+                for box, out in rendered:
+                    paste_crop(frame, out.frames[i], out.masks[i], box)
+                writer.write(frame)
+            await on_batch(stop)
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
 
 
 def place_in_timeline(values: np.ndarray, start: int, total: int, rest: np.ndarray | None = None) -> np.ndarray:

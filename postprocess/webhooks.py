@@ -188,6 +188,9 @@ class RetrySchedule:
         return base_s * (rng or random).uniform(1.0 - self.jitter, 1.0 + self.jitter)
 
 
+RESUBSCRIBE_AFTER_FAILURES = 5
+
+
 class WebhookDispatcher:
     """Durable delivery over JetStream: a pending delivery is a message on the webhooks
     work-queue stream; a failed attempt is nak'ed with the schedule's delay, so the message
@@ -222,6 +225,16 @@ class WebhookDispatcher:
         return webhook_id
 
     async def run(self, js: JetStreamContext, stop_event: asyncio.Event) -> None:
+        """Deliver until stopped; a broken subscription (e.g. nats-server restarted) is
+        made anew, since the pending deliveries wait safely in the stream meanwhile."""
+        while not stop_event.is_set():
+            try:
+                await self._consume(js, stop_event)
+            except Exception:
+                log.exception("webhook consumer broke; subscribing again in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _consume(self, js: JetStreamContext, stop_event: asyncio.Event) -> None:
         config = ConsumerConfig(
             durable_name=topology.WEBHOOK_CONSUMER,
             ack_policy=AckPolicy.EXPLICIT,
@@ -233,16 +246,21 @@ class WebhookDispatcher:
             f"{topology.WEBHOOKS_SUBJECT_PREFIX}.>", durable=topology.WEBHOOK_CONSUMER,
             stream=topology.WEBHOOKS_STREAM, config=config,
         )
+        failures = 0
         try:
             while not stop_event.is_set():
                 try:
                     msgs = await sub.fetch(self.batch, timeout=1.0)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, asyncio.TimeoutError):  # nats-py raises both kinds
                     continue
                 except NatsError as exc:  # reconnecting: the messages wait in JetStream
+                    failures += 1
                     log.warning("webhook fetch failed, retrying: %r", exc)
+                    if failures >= RESUBSCRIBE_AFTER_FAILURES:
+                        raise
                     await asyncio.sleep(1.0)
                     continue
+                failures = 0
                 outcomes = await asyncio.gather(
                     *(self.handle(msg) for msg in msgs), return_exceptions=True
                 )
@@ -251,7 +269,10 @@ class WebhookDispatcher:
                         log.error("webhook message %s not settled (JetStream will redeliver)",
                                   msg.subject, exc_info=outcome)
         finally:
-            await sub.unsubscribe()
+            try:
+                await sub.unsubscribe()
+            except NatsError:
+                log.info("webhook subscription already gone")
 
     async def handle(self, msg: Msg) -> None:
         attempt = msg.metadata.num_delivered

@@ -3,6 +3,7 @@ job `error` + `error_code`), costs nothing, and leaves the mesh ready."""
 from __future__ import annotations
 
 import io
+import time
 import uuid
 import wave
 
@@ -22,7 +23,8 @@ CREDITS = 1000
 @pytest.fixture(scope="module")
 def account(mesh: Mesh) -> dict[str, str]:
     email = f"bad-{uuid.uuid4().hex[:8]}@example.com"
-    mesh.admin("create-user", email, "--password", "correct horse battery", "--api-credits", str(CREDITS))
+    mesh.admin("create-user", email, "--password", "correct horse battery", "--api-credits", str(CREDITS),
+               "--plan", "pro")
     return {"email": email, "key": mesh.admin("create-key", email, "--name", "bad inputs")}
 
 
@@ -94,6 +96,10 @@ def test_bad_media_fails_each_job_clearly_and_charges_nothing(
         assert job["error_code"] == code, (case, job)
         assert job["error"], case
         assert job["output"] is None
+    # Credits are settled from the job events a moment after the job shows its final state.
+    deadline = time.monotonic() + 30
+    while _balance(mesh, account["email"]) != before and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _balance(mesh, account["email"]) == before
     assert httpx.get(f"{mesh.url}/readyz", timeout=10).status_code == 200
 
