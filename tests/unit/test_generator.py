@@ -58,16 +58,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = importlib.util.spec_from_file_location("generator_build", GEN_DIR / "build.py")
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
     out = tmp_path_factory.mktemp("generator")
-    import onnx
+    build.write_models(out)
+    return out
 
-    onnx.save(build.build_graph(), out / "generator.onnx")
-    return Renderer(out)
+
+@pytest.fixture(scope="module")
+def renderer(model_dir: Path) -> Renderer:
+    return Renderer(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +164,37 @@ def test_blink_covers_the_eyes(renderer: Renderer, portrait) -> None:  # type: i
     eye = polygon_mask(lm[list(ix.RIGHT_UPPER + ix.RIGHT_LOWER[::-1]), :2], SIDE_PX)
     assert psnr(frame[eye], crop[eye]) < 30, "the eye did not change"
     assert mask[eye].mean() > 0.9
+
+
+@pytest.mark.parametrize("eye", [(ix.RIGHT_UPPER, ix.RIGHT_LOWER), (ix.LEFT_UPPER, ix.LEFT_LOWER)])
+def test_full_blink_is_an_opaque_lid(renderer: Renderer, portrait, eye) -> None:  # type: ignore[no-untyped-def]
+    crop, lm = portrait
+    frames, _ = renderer.render(crop[None], lm[None], np.zeros((3, 8), np.float32),
+                                np.array([STILL, [0.5, 0, 0, 0], [1, 0, 0, 0]], np.float32))
+    upper, lower = lm[list(eye[0]), :2], lm[list(eye[1]), :2]
+    whole = polygon_mask(np.concatenate([upper, lower[::-1]]), SIDE_PX)
+    top_half = polygon_mask(np.concatenate([upper, ((upper + lower) / 2)[::-1]]), SIDE_PX)
+    y_open, y_half, y_shut = (luma(f) for f in frames)
+    pupil = np.percentile(y_open[whole], 20)  # iris and pupil: the darkest fifth of the open eye
+    assert (y_open[top_half] <= pupil).mean() > 0.2, "the open eye shows no iris (bad landmarks?)"
+    # shut: the lid covers the whole eye (nothing of the eye shows through), and looks different
+    assert np.abs(y_shut - y_open)[top_half].mean() > 30
+    assert (y_shut[top_half] <= pupil).mean() < 0.03
+    assert (y_shut[whole] <= pupil).mean() < 0.05
+    # half shut: the upper half is lid (opaque, not a blend), the lower half still shows the eye
+    assert (y_half[top_half] <= pupil).mean() < 0.08
+    assert (y_half[whole & ~top_half] <= pupil).mean() > 0.1
+
+
+def test_batches_render_like_single_frames(model_dir: Path, portrait) -> None:  # type: ignore[no-untyped-def]
+    crop, lm = portrait
+    params = np.array([OPEN, CLOSED, [0.3, 0.3, 0.8, 0, 0, 1, 0, 1], OPEN, [0.5, 0.6, 0, 0.5, 0, 0.5, 0.5, 1], CLOSED], np.float32)
+    motion = np.array([[0, 0.02, 0, 0.05], [0.7, 0, 0.01, 0], STILL, [1, -0.01, 0, -0.04], [0.3, 0, 0, 0], [0, 0, 0.02, 0]],
+                      np.float32)
+    single = Renderer(model_dir, batch_frames=1).render(crop[None], lm[None], params, motion)
+    batched = Renderer(model_dir, batch_frames=4).render(crop[None], lm[None], params, motion)
+    assert np.array_equal(single[0], batched[0]), f"max frame difference {np.abs(single[0].astype(int) - batched[0]).max()}"
+    assert np.array_equal(single[1], batched[1])
 
 
 def test_mask_is_zero_at_the_crop_border(renderer: Renderer, portrait) -> None:  # type: ignore[no-untyped-def]

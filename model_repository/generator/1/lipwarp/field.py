@@ -19,14 +19,17 @@ REGULARISATION = 1e-7  # tiny smoothing: keeps the solve stable when controls cr
 
 @dataclass(frozen=True)
 class SplineField:
-    centres: np.ndarray  # float32 [K, 2], normalised by the crop side
-    weights: np.ndarray  # float32 [K, 2], pixels
-    affine: np.ndarray  # float32 [3, 2], pixels: rows for 1, x, y
+    """One field, or a batch of T fields with a leading T axis on every array."""
+
+    centres: np.ndarray  # float32 [(T,) K, 2], normalised by the crop side
+    weights: np.ndarray  # float32 [(T,) K, 2], pixels
+    affine: np.ndarray  # float32 [(T,) 3, 2], pixels: rows for 1, x, y
 
     def augmented(self) -> np.ndarray:
-        """[4, K] rows -2x, -2y, 1, |c|^2: squared distances as one matmul in the graph."""
+        """[(T,) 4, K] rows -2x, -2y, 1, |c|^2: squared distances as one matmul in the graph."""
         c = self.centres.astype(np.float64)
-        return np.stack([-2 * c[:, 0], -2 * c[:, 1], np.ones(len(c)), (c * c).sum(1)]).astype(np.float32)
+        rows = [-2 * c[..., 0], -2 * c[..., 1], np.ones(c.shape[:-1]), (c * c).sum(-1)]
+        return np.stack(rows, axis=-2).astype(np.float32)
 
 
 def tps_kernel(d2: np.ndarray) -> np.ndarray:
@@ -34,22 +37,28 @@ def tps_kernel(d2: np.ndarray) -> np.ndarray:
     return d2 * np.log(d2)
 
 
-def fit_field(target_px: np.ndarray, source_px: np.ndarray, side_px: int) -> SplineField:
-    """Solve the TPS interpolating `source - target` at the target points."""
+def fit_fields(target_px: np.ndarray, source_px: np.ndarray, side_px: int) -> SplineField:
+    """Solve T splines at once, each interpolating `source - target` at its target points [T, K, 2]."""
     c = np.asarray(target_px, dtype=np.float64) / side_px
     values = np.asarray(source_px, dtype=np.float64) - np.asarray(target_px, dtype=np.float64)
-    n = c.shape[0]
-    sq = (c * c).sum(1)
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n] = tps_kernel(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T))
-    system[np.arange(n), np.arange(n)] = REGULARISATION
-    system[:n, n] = system[n, :n] = 1.0
-    system[:n, n + 1:] = c
-    system[n + 1:, :n] = c.T
-    rhs = np.zeros((n + 3, 2))
-    rhs[:n] = values
+    frames, n = c.shape[:2]
+    sq = (c * c).sum(-1)
+    system = np.zeros((frames, n + 3, n + 3))
+    system[:, :n, :n] = tps_kernel(sq[:, :, None] + sq[:, None, :] - 2.0 * (c @ c.transpose(0, 2, 1)))
+    system[:, np.arange(n), np.arange(n)] = REGULARISATION
+    system[:, :n, n] = system[:, n, :n] = 1.0
+    system[:, :n, n + 1:] = c
+    system[:, n + 1:, :n] = c.transpose(0, 2, 1)
+    rhs = np.zeros((frames, n + 3, 2))
+    rhs[:, :n] = values
     solution = np.linalg.solve(system, rhs)
-    return SplineField(c.astype(np.float32), solution[:n].astype(np.float32), solution[n:].astype(np.float32))
+    return SplineField(c.astype(np.float32), solution[:, :n].astype(np.float32), solution[:, n:].astype(np.float32))
+
+
+def fit_field(target_px: np.ndarray, source_px: np.ndarray, side_px: int) -> SplineField:
+    """Solve the TPS interpolating `source - target` at the target points [K, 2]."""
+    batch = fit_fields(np.asarray(target_px)[None], np.asarray(source_px)[None], side_px)
+    return SplineField(batch.centres[0], batch.weights[0], batch.affine[0])
 
 
 def evaluate_field(field: SplineField, points_px: np.ndarray, side_px: int) -> np.ndarray:

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-GRAPH_FILE = "generator.onnx"
+GRAPH_FILE = "generator.onnx"  # frames of a prepared source
+SOURCE_GRAPH_FILE = "source.onnx"  # a source, once: the mouth fill
 CURVE_SEGMENTS = 10  # 11 inner-lip landmarks per curve
 UPPER_SHARE = 0.3  # where the lips meet inside a gap, from the upper lip (see shapes.py)
 SEAM_WIDTH_PX = 0.9
 KERNEL_FLOOR = 1e-12  # r^2 floor before the log in the TPS kernel
-COARSE_STEP_PX = 4  # the spline is evaluated every 4 pixels and upsampled bilinearly...
+COARSE_STEP_PX = 6  # the spline is evaluated every 6 pixels and upsampled bilinearly...
 MAX_COARSE_CELLS = 64  # ...on at most 64x64 points (S=384: every 6 px; lips scale with S)
 WINDOW_START = 0.04  # border window: zero up to 4 % of the side, one from 14 %
 WINDOW_END = 0.14
 
 # palette rows (RGB, 0..255)
-CAVITY, CAVITY_DEEP, TEETH, TONGUE = range(4)
-PALETTE_ROWS = 4
+CAVITY, CAVITY_DEEP, TEETH, TONGUE, TEETH_SHADOW = range(5)
+PALETTE_ROWS = 5
 
 # `interior` vector
 OPEN_STRENGTH, HALF_WIDTH_PX, TEETH_UPPER_PX, TEETH_LOWER_PX, TONGUE_VIS, TONGUE_PX, DEPTH_PX = range(7)
@@ -25,8 +26,14 @@ INTERIOR_LEN = 8
 UPPER_TOOTH_EDGES = (0.0, 0.24, -0.24, 0.42, -0.42, 0.56, -0.56, 0.68, -0.68)
 LOWER_TOOTH_EDGES = (0.0, 0.15, -0.15, 0.3, -0.3, 0.44, -0.44)
 
-# band layers: the source mouth painted shut ("fill"), then the two closing eyelids
-BANDS = ("fill", "lid_r", "lid_l")
+# the band layer that paints the source's open mouth shut ("fill", once per source)
 BAND_PARAMS = ("strength", "grow_top_px", "feather_top_px", "grow_bottom_px", "min_height_px",
                "line_fraction", "line_width_px", "line_strength", "end_fade_u", "highlight")
 OUTPUTS = ("frame", "mask")
+
+# eyelids: per eye (subject's right, then left) a source-space frame and two curves (upper lid
+# margin, closed lid line); the blink stretches the lid skin above the margin down to the
+# closing line inside the warp field (`eye_*` inputs, one per source; `blink` one per frame)
+EYES = 2
+LID_HEIGHT_PX, LASH_PX, LASH_CLOSED_PX, EDGE_SHADE, CAST_SHADOW = range(5)
+EYE_PARAMS_LEN = 5

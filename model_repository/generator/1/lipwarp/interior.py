@@ -17,17 +17,18 @@ from lipwarp.landmarks import FaceFrame
 
 IVORY = np.array([238.0, 232.0, 216.0])
 SKIN_POINTS = (50, 280, 205, 425, 200, 18, 101, 330)
-RIGHT_LID_SKIN = (247, 30, 29, 27, 28, 56, 190, 113, 225, 224, 223, 222, 221, 189)
-LEFT_LID_SKIN = (467, 260, 259, 257, 258, 286, 414, 342, 445, 444, 443, 442, 441, 413)
+BRIGHT_SKIN_POINTS = (151, 9, 108, 337, 6, 197, 4, 117, 346, 36, 266)  # forehead, nose ridge, cheekbones
 
 
 @dataclass(frozen=True)
 class MouthLayer:
     roi: np.ndarray  # int64 [4]: y0, x0, y1, x1
-    affine: np.ndarray  # float32 [2, 3]: ROI pixel (x, y, 1) -> (u, v)
+    affine: np.ndarray  # float32 [2, 3]: absolute pixel (x, y, 1) -> (u, v)
     curves: np.ndarray  # float32 [2, 31]: v0, knots, inverse spans, rises (upper, lower)
     half_width_px: float
     gap_px: float  # opening at the middle of the mouth
+    centre_px: np.ndarray  # [2] where u = v = 0
+    axis: np.ndarray  # [2] unit vector of u (corner to corner)
 
 
 def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -44,46 +45,44 @@ def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class FacePalette:
-    mouth: np.ndarray  # [4, 3] cavity, deep cavity, teeth, tongue (graphspec rows)
+    mouth: np.ndarray  # [PALETTE_ROWS, 3] cavity, deep cavity, teeth, tongue, teeth in shadow
     fill: np.ndarray  # [3, 3] upper lip, lower lip, seam
-    lids: tuple[np.ndarray, np.ndarray]  # [3, 3] each: lid skin, lid skin near the lashes, lashes
 
 
-def _lid_colours(image: np.ndarray, lm: np.ndarray, crease: tuple[int, ...], lid: tuple[int, ...],
-                 face_skin: np.ndarray) -> np.ndarray:
-    """Lid skin: the brighter half of the skin around the eye (eye shadow and lashes darken the
-    rest), pulled towards the cheek colour; lashes: the darker quarter along the lid margin."""
-    around = _sample(image, lm[list(crease)])
-    luma = around @ np.array([0.299, 0.587, 0.114])
-    bright = around[luma >= np.median(luma)].mean(axis=0)
-    skin = 0.6 * bright + 0.4 * face_skin
-    lashes = np.percentile(_sample(image, lm[list(lid)]), 25, axis=0)
-    return np.stack([skin * 0.88, skin * 0.94, np.minimum(lashes, skin * 0.35)])
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def teeth_colours(bright_skin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lit and shadowed teeth: ivory hue pulled towards the skin's, a little darker than the
+    brightest skin (teeth sit inside the mouth, in the face's light)."""
+    bright_luma = max(float(bright_skin @ LUMA), 1.0)
+    hue = 0.65 * IVORY / float(IVORY @ LUMA) + 0.35 * bright_skin / bright_luma
+    lit = hue * min(0.82 * bright_luma, 205.0)
+    return lit, lit * np.array([0.5, 0.43, 0.39])
 
 
 def face_palette(image: np.ndarray, landmarks: np.ndarray) -> FacePalette:
-    """Colours derived from this face's lips, skin and lids."""
+    """Colours derived from this face's lips and skin."""
     lm = landmarks[:, :2]
     stations = slice(2, 9)
     upper = (lm[list(ix.OUTER_UPPER)][stations] * 0.45 + lm[list(ix.INNER_UPPER)][stations] * 0.55)
     lower = (lm[list(ix.OUTER_LOWER)][stations] * 0.45 + lm[list(ix.INNER_LOWER)][stations] * 0.55)
     upper_rgb = np.median(_sample(image, upper), axis=0)
     lower_rgb = np.median(_sample(image, lower), axis=0)
-    skin = np.median(_sample(image, lm[list(SKIN_POINTS)]), axis=0)
+    skin_samples = _sample(image, lm[list(SKIN_POINTS + BRIGHT_SKIN_POINTS)])
+    skin = np.median(skin_samples[:len(SKIN_POINTS)], axis=0)
+    luma = skin_samples @ LUMA
+    bright = skin_samples[luma >= np.percentile(luma, 75)].mean(axis=0)
     lip = (upper_rgb + lower_rgb) / 2
-    skin_luma = float(skin @ np.array([0.299, 0.587, 0.114]))
-    # teeth: ivory tinted towards the face and no brighter than the lighting allows
-    teeth = (0.82 * IVORY + 0.18 * skin) * np.clip(skin_luma / 170.0, 0.5, 1.0)
+    teeth, teeth_shadow = teeth_colours(bright)
     # a warm red-brown derived from the lips; never redder than a plausible mouth
     warm = np.maximum(lip, 0.6 * skin + 30.0)
     cavity = warm * np.array([0.36, 0.17, 0.16])
     deep = warm * np.array([0.12, 0.045, 0.045])
     tongue = warm * np.array([0.95, 0.62, 0.64])
-    mouth = np.clip(np.stack([cavity, deep, teeth, tongue]), 0, 255).astype(np.float32)
+    mouth = np.clip(np.stack([cavity, deep, teeth, tongue, teeth_shadow]), 0, 255).astype(np.float32)
     fill = np.stack([upper_rgb, lower_rgb, lip * 0.5]).astype(np.float32)
-    lids = (_lid_colours(image, lm, RIGHT_LID_SKIN, ix.RIGHT_UPPER_LID, skin).astype(np.float32),
-            _lid_colours(image, lm, LEFT_LID_SKIN, ix.LEFT_UPPER_LID, skin).astype(np.float32))
-    return FacePalette(mouth, fill, lids)
+    return FacePalette(mouth, fill)
 
 
 def resample(polyline: np.ndarray, count: int = spec.CURVE_SEGMENTS + 1) -> np.ndarray:
@@ -95,7 +94,7 @@ def resample(polyline: np.ndarray, count: int = spec.CURVE_SEGMENTS + 1) -> np.n
 
 def band_feeds(name: str, layer: "MouthLayer", params: dict[str, float], colours: np.ndarray) -> dict[str, np.ndarray]:
     vec = np.array([params[key] for key in spec.BAND_PARAMS], dtype=np.float32)
-    return {f"{name}_roi": layer.roi, f"{name}_affine": layer.affine, f"{name}_curves": layer.curves,
+    return {f"{name}_roi": layer.roi, f"{name}_affine": layer.affine[None], f"{name}_curves": layer.curves[None],
             f"{name}_params": vec, f"{name}_colours": np.asarray(colours, dtype=np.float32)}
 
 
@@ -107,25 +106,6 @@ def mouth_fill_feeds(landmarks: np.ndarray, palette: FacePalette, side_px: int) 
               "line_fraction": spec.UPPER_SHARE, "line_width_px": spec.SEAM_WIDTH_PX, "line_strength": 0.6,
               "end_fade_u": 0.05, "highlight": 0.0}
     return band_feeds("fill", layer, params, palette.fill)
-
-
-def lid_feeds(name: str, upper_px: np.ndarray, lower_px: np.ndarray, blink: float, iod_px: float,
-              colours: np.ndarray, side_px: int) -> dict[str, np.ndarray]:
-    """Band of skin from the open lid down to the closing lid line, lashes along its edge."""
-    upper, lower = resample(upper_px), resample(lower_px)
-    axis = (upper[-1] - upper[0]) / max(float(np.linalg.norm(upper[-1] - upper[0])), 1e-6)
-    down = np.array([-axis[1], axis[0]])
-    # the closed lid line sits just past the lower lid margin, hiding the waterline
-    closing = upper + ((lower - upper) + down * 0.035 * iod_px * np.sin(np.linspace(0, np.pi, len(upper)))[:, None]) * blink
-    layer = mouth_layer(upper, closing, side_px, margin_px=int(np.ceil(0.08 * iod_px)) + 2)
-    line_w = max(0.028 * iod_px, 0.8)
-    reach = float(np.clip(blink / 0.4, 0, 1))
-    height = float(np.linalg.norm(closing[5] - upper[5]))
-    params = {"strength": float(np.clip(blink / 0.12, 0, 1)), "grow_top_px": 0.1 * iod_px * reach,
-              "feather_top_px": max(0.05 * iod_px, 1.0), "grow_bottom_px": 0.8,
-              "min_height_px": -1.0, "line_fraction": 1.0 - 0.6 * line_w / max(height, line_w), "line_width_px": line_w, "line_strength": 0.8,
-              "end_fade_u": 0.3, "highlight": 0.1}
-    return band_feeds(name, layer, params, colours)
 
 
 def _curve_table(points_uv: np.ndarray) -> np.ndarray:
@@ -148,8 +128,7 @@ def mouth_layer(inner_upper_px: np.ndarray, inner_lower_px: np.ndarray, side_px:
     y0 = int(np.clip(np.floor(pts[:, 1].min()) - margin_px, 0, side_px - 2))
     x1 = int(np.clip(np.ceil(pts[:, 0].max()) + margin_px, x0 + 2, side_px))
     y1 = int(np.clip(np.ceil(pts[:, 1].max()) + margin_px, y0 + 2, side_px))
-    offset = np.array([x0, y0], dtype=np.float64) - centre
-    affine = np.array([[*(axis / half_w), offset @ axis / half_w], [*perp, offset @ perp]])
+    affine = np.array([[*(axis / half_w), -centre @ axis / half_w], [*perp, -centre @ perp]])
 
     def to_uv(p: np.ndarray) -> np.ndarray:
         rel = p - centre
@@ -158,7 +137,7 @@ def mouth_layer(inner_upper_px: np.ndarray, inner_lower_px: np.ndarray, side_px:
     curves = np.stack([_curve_table(to_uv(inner_upper_px)), _curve_table(to_uv(inner_lower_px))])
     gap = float(np.linalg.norm(inner_lower_px[5] - inner_upper_px[5]))
     return MouthLayer(np.array([y0, x0, y1, x1], dtype=np.int64), affine.astype(np.float32),
-                      curves.astype(np.float32), half_w, gap)
+                      curves.astype(np.float32), half_w, gap, centre, axis)
 
 
 def interior_vector(layer: MouthLayer, frame: FaceFrame, teeth: float, tongue: float) -> np.ndarray:

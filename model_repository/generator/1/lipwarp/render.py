@@ -1,9 +1,10 @@
 """`Renderer`: source crops + landmarks + per-frame mouth/motion parameters -> frames and masks.
 
-Per frame, numpy computes the target shape (`shapes.py`), solves the thin-plate spline
-(`field.py`) and prepares the mouth layers (`interior.py`); the ONNX graph built by
-`build.py` does all pixel work (fill, field evaluation, GridSample warp, interior, mask).
-Usable without Triton; `model.py` is a thin adapter around it.
+Once per source (once per request for a still portrait) numpy measures the face: palette, the
+mouth fill, eyelid geometry and the control points' face frame. Per batch of frames it computes
+the target shapes (`shapes.py`), solves their thin-plate splines together (`field.py`) and
+prepares the mouth layers (`interior.py`); one call of the ONNX graph built by `build.py` then
+does all pixel work of the batch. Usable without Triton; `model.py` is a thin adapter around it.
 """
 
 from __future__ import annotations
@@ -16,20 +17,22 @@ import numpy as np
 import onnxruntime as ort
 
 from lipwarp import graphspec as spec
-from lipwarp.field import fit_field
-from lipwarp.interior import FacePalette, MouthLayer, face_palette, interior_vector, lid_feeds, mouth_fill_feeds, mouth_layer
-from lipwarp.shapes import MouthParams, Motion, target_shape
+from lipwarp.field import fit_fields
+from lipwarp.interior import FacePalette, MouthLayer, face_palette, interior_vector, mouth_fill_feeds, mouth_layer
+from lipwarp.lids import EyeLids, eye_lids
+from lipwarp.shapes import MouthParams, Motion, SourceShape, move_with_head, source_shape, target_shape
 
 log = logging.getLogger(__name__)
 
 MIN_SIDE_PX, MAX_SIDE_PX = 64, 1024
+BATCH_FRAMES = 4  # frames per graph call for a still source (measured: larger batches leave the caches)
 
 
 @dataclass(frozen=True)
 class GridConstants:
     grid_aug: np.ndarray
     grid_window: np.ndarray
-    coarse_shape: np.ndarray
+    cells: int
     base_grid: np.ndarray
     grid_scale: np.ndarray
 
@@ -47,52 +50,79 @@ def grid_constants(side_px: int) -> GridConstants:
     return GridConstants(
         grid_aug=np.stack([gx.ravel(), gy.ravel(), gx.ravel() ** 2 + gy.ravel() ** 2, np.ones(gx.size)], 1).astype(np.float32),
         grid_window=window[None, None].astype(np.float32),
-        coarse_shape=np.array([1, cells, cells, 2], dtype=np.int64),
+        cells=cells,
         base_grid=np.stack([bx, by], -1)[None].astype(np.float32),
         grid_scale=np.full((1, 2, 1, 1), 2.0 / side_px, dtype=np.float32),
     )
 
 
-def _mask_ellipse(layer: MouthLayer, strength: float, side_px: int, reach: tuple[float, float]) -> np.ndarray:
-    """[7]: centre, inverse axes (normalised) and strength of a soft ellipse around a layer."""
-    aff = layer.affine.astype(np.float64)
-    axis = aff[0, :2] * layer.half_width_px
-    perp = aff[1, :2]
-    y0, x0 = float(layer.roi[0]), float(layer.roi[1])
-    # the centre is where u = v = 0: solve the affine for the absolute position
-    local = np.linalg.solve(np.stack([aff[0, :2], aff[1, :2]]), -aff[:, 2])
-    centre = (local + np.array([x0, y0])) / side_px
-    a, b = reach[0] * layer.half_width_px / side_px, reach[1] * layer.half_width_px / side_px
-    m = np.stack([axis / a, perp / b])
-    return np.array([*centre, *m.ravel(), strength], dtype=np.float32)
+@dataclass(frozen=True)
+class PreparedSource:
+    """What depends only on one source crop: reused by every frame rendered from it."""
+
+    image: np.ndarray  # [1, 3, S, S] float32, the open mouth painted shut (source graph)
+    shape: SourceShape
+    palette: FacePalette
+    lids: EyeLids
+    gap_px: float  # the source's own inner-lip gap
+
+    @property
+    def side(self) -> int:
+        return int(self.image.shape[2])
 
 
-def _idle_band(name: str) -> dict[str, np.ndarray]:
-    return {f"{name}_roi": np.array([0, 0, 2, 2], dtype=np.int64), f"{name}_affine": np.zeros((2, 3), np.float32),
-            f"{name}_curves": np.zeros((2, 1 + 3 * spec.CURVE_SEGMENTS), np.float32),
-            f"{name}_params": np.zeros(len(spec.BAND_PARAMS), np.float32), f"{name}_colours": np.zeros((3, 3), np.float32)}
+def _ellipse(centre_px: np.ndarray, axis: np.ndarray, half_a_px: float, half_b_px: float, strength: float,
+             side: int) -> np.ndarray:
+    """[7]: centre, inverse axes (normalised) and strength of a soft mask ellipse."""
+    perp = np.array([-axis[1], axis[0]])
+    m = np.stack([axis * side / half_a_px, perp * side / half_b_px])
+    return np.array([*(centre_px / side), *m.ravel(), strength], dtype=np.float32)
 
 
-_IDLE_LIDS = {**_idle_band("lid_r"), **_idle_band("lid_l")}
+def _union_roi(boxes: list[np.ndarray], side: int) -> np.ndarray:
+    b = np.stack(boxes)
+    y0, x0 = np.clip(b[:, 0].min(), 0, side - 2), np.clip(b[:, 1].min(), 0, side - 2)
+    y1, x1 = np.clip(b[:, 2].max(), y0 + 2, side), np.clip(b[:, 3].max(), x0 + 2, side)
+    return np.array([y0, x0, y1, x1], dtype=np.int64)
+
+
+def _bbox(points: np.ndarray, margin_px: float) -> np.ndarray:
+    lo, hi = np.floor(points.min(axis=0) - margin_px), np.ceil(points.max(axis=0) + margin_px)
+    return np.array([lo[1], lo[0], hi[1], hi[0]], dtype=np.int64)
 
 
 class Renderer:
-    """Runs the generator graph frame by frame; identical inputs give identical outputs."""
+    """Runs the generator graph a batch of frames per call; identical inputs give identical
+    outputs, and a frame renders bit-identically alone or inside any batch."""
 
-    def __init__(self, model_dir: Path, threads: int = 1) -> None:
+    def __init__(self, model_dir: Path, threads: int = 1, batch_frames: int = BATCH_FRAMES) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = Path(model_dir) / spec.GRAPH_FILE
-        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(Path(model_dir) / spec.GRAPH_FILE), options, providers=["CPUExecutionProvider"])
+        self._source_session = ort.InferenceSession(str(Path(model_dir) / spec.SOURCE_GRAPH_FILE), options,
+                                                    providers=["CPUExecutionProvider"])
         self._grids: dict[int, GridConstants] = {}
+        self._batch = max(1, int(batch_frames))
 
     def _grid(self, side_px: int) -> GridConstants:
         if side_px not in self._grids:
             self._grids[side_px] = grid_constants(side_px)
         return self._grids[side_px]
+
+    def prepare(self, image: np.ndarray, landmarks: np.ndarray, palette: FacePalette) -> PreparedSource:
+        """Everything about one source crop [S,S,3] that the frames share."""
+        side = image.shape[0]
+        shape = source_shape(landmarks, side)
+        fill = mouth_fill_feeds(landmarks, palette, side)
+        fill["fill_active"] = np.array(fill["fill_params"][0] > 0)
+        fill["source"] = np.ascontiguousarray(image[None], dtype=np.uint8)
+        (prepared,) = self._source_session.run(["prepared"], fill)
+        return PreparedSource(image=prepared, shape=shape, palette=palette,
+                              lids=eye_lids(image.astype(np.float64), landmarks, shape.frame),
+                              gap_px=float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2])))
 
     def render(self, sources: np.ndarray, landmarks: np.ndarray, mouth_params: np.ndarray,
                motion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,49 +142,66 @@ class Renderer:
             raise ValueError(f"motion has {motion.shape[0]} frames, mouth_params {frames_count}")
         if n not in (1, frames_count):
             raise ValueError(f"{n} sources for {frames_count} frames: give one source or one per frame")
-        grid = self._grid(side)
         palette = face_palette(sources[0].astype(np.float64), landmarks[0])
         frames = np.empty((frames_count, side, side, 3), dtype=np.uint8)
         masks = np.empty((frames_count, side, side), dtype=np.float32)
-        fill_cache: dict[int, dict[str, np.ndarray]] = {}
-        for t in range(frames_count):
-            k = 0 if n == 1 else t
-            if k not in fill_cache:
-                fill_cache = {k: mouth_fill_feeds(landmarks[k], palette, side)}
-            feeds = self._frame_feeds(landmarks[k], mouth_params[t], motion[t], palette, side)
-            feeds.update(fill_cache[k])
-            feeds["fill_active"] = np.array(fill_cache[k]["fill_params"][0] > 0)
-            feeds.update(source=np.ascontiguousarray(sources[k:k + 1], dtype=np.uint8), palette=palette.mouth,
-                         grid_aug=grid.grid_aug, grid_window=grid.grid_window, coarse_shape=grid.coarse_shape,
-                         base_grid=grid.base_grid, grid_scale=grid.grid_scale)
-            frame, mask = self._session.run(list(spec.OUTPUTS), feeds)
-            frames[t], masks[t] = frame[0], mask[0]
+        # a still source: prepared once, frames in batches; one source per frame: one by one
+        step = self._batch if n == 1 else 1
+        prepared = self.prepare(sources[0], landmarks[0], palette) if n == 1 else None
+        for start in range(0, frames_count, step):
+            end = min(start + step, frames_count)
+            prep = prepared if prepared is not None else self.prepare(sources[start], landmarks[start], palette)
+            frames[start:end], masks[start:end] = self._render_batch(prep, mouth_params[start:end], motion[start:end])
         return frames, masks
 
-    def _frame_feeds(self, landmarks: np.ndarray, mouth_row: np.ndarray, motion_row: np.ndarray,
-                     palette: FacePalette, side: int) -> dict[str, np.ndarray]:
-        mouth, motion = MouthParams.from_row(mouth_row), Motion.from_row(motion_row)
-        shape = target_shape(landmarks, mouth, motion, side)
-        field = fit_field(shape.target_px, shape.source_px, side)
-        layer = mouth_layer(shape.inner_upper_px, shape.inner_lower_px, side)
-        interior = interior_vector(layer, shape.frame, mouth.teeth, mouth.tongue)
-        src_gap = float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2]))
-        strength = max(float(interior[spec.OPEN_STRENGTH]), float(np.clip((src_gap - 1.0) / 1.5, 0, 1)))
-        iod = shape.frame.iod_px
-        if motion.blink > 0:
-            lids = {**lid_feeds("lid_r", shape.eyes_px[0], shape.eyes_px[1], motion.blink, iod, palette.lids[0], side),
-                    **lid_feeds("lid_l", shape.eyes_px[2], shape.eyes_px[3], motion.blink, iod, palette.lids[1], side)}
-            eyes = [self._eye_ellipse(shape.eyes_px[0], motion.blink, side),
-                    self._eye_ellipse(shape.eyes_px[2], motion.blink, side)]
-        else:  # the lid layers are skipped in the graph; their inputs only need valid shapes
-            lids, eyes = _IDLE_LIDS, []
-        return {**lids, "centres_aug": field.augmented(),
-                "mouth_active": np.array(interior[spec.OPEN_STRENGTH] > 0), "lids_active": np.array(motion.blink > 0), "weights": field.weights, "affine": field.affine,
-                "mouth_roi": layer.roi, "mouth_affine": layer.affine, "mouth_curves": layer.curves,
-                "interior": interior,
-                "mask_ellipses": np.stack([_mask_ellipse(layer, strength, side, (1.9, 1.7)), *eyes])}
+    def _render_batch(self, prep: PreparedSource, mouth_rows: np.ndarray,
+                      motion_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        side = prep.side
+        grid = self._grid(side)
+        mouths = [MouthParams.from_row(row) for row in mouth_rows]
+        motions = [Motion.from_row(row) for row in motion_rows]
+        shapes = [target_shape(prep.shape, m, mo) for m, mo in zip(mouths, motions)]
+        field = fit_fields(np.stack([s.target_px for s in shapes]), np.stack([s.source_px for s in shapes]), side)
+        layers = [mouth_layer(s.inner_upper_px, s.inner_lower_px, side) for s in shapes]
+        interior = np.stack([interior_vector(layer, s.frame, m.teeth, m.tongue)
+                             for layer, s, m in zip(layers, shapes, mouths)])
+        blink = np.array([mo.blink for mo in motions], dtype=np.float32)
+        feeds = {**self._lid_feeds(prep, motions, side),
+                 "source": prep.image, "palette": prep.palette.mouth, "blink": blink,
+                 "centres_aug": field.augmented(), "weights": field.weights, "affine": field.affine,
+                 "grid_aug": grid.grid_aug, "grid_window": grid.grid_window, "base_grid": grid.base_grid,
+                 "grid_scale": grid.grid_scale,
+                 "coarse_shape": np.array([len(shapes), grid.cells, grid.cells, 2], dtype=np.int64),
+                 "mouth_active": np.array(bool((interior[:, spec.OPEN_STRENGTH] > 0).any())),
+                 "mouth_roi": _union_roi([layer.roi for layer in layers], side),
+                 "mouth_affine": np.stack([layer.affine for layer in layers]),
+                 "mouth_curves": np.stack([layer.curves for layer in layers]), "interior": interior,
+                 "mask_ellipses": np.stack([self._ellipses(prep, layer, row, mo, side, eyes=bool(blink.any()))
+                                            for layer, row, mo in zip(layers, interior, motions)])}
+        frame, mask = self._session.run(list(spec.OUTPUTS), feeds)
+        return frame, mask
 
     @staticmethod
-    def _eye_ellipse(upper_px: np.ndarray, blink: float, side: int) -> np.ndarray:
-        layer = mouth_layer(upper_px[[0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 8]], upper_px[[0, 4, 4, 4, 4, 4, 4, 4, 4, 4, 8]], side)
-        return _mask_ellipse(layer, float(np.clip(blink / 0.05, 0, 1)), side, (2.0, 1.6))
+    def _lid_feeds(prep: PreparedSource, motions: list[Motion], side: int) -> dict[str, np.ndarray]:
+        lids = prep.lids
+        boxes = [_bbox(move_with_head(lids.outlines_px.reshape(-1, 2), prep.shape, mo), 0.05 * prep.shape.frame.iod_px + 3)
+                 for mo in motions if mo.blink > 0]
+        roi = _union_roi(boxes, side) if boxes else np.array([0, 0, 2, 2], dtype=np.int64)
+        return {"lids_active": np.array(bool(boxes)), "eye_roi": roi, "eye_affine": lids.affine,
+                "eye_curves": lids.curves, "eye_params": lids.params}
+
+    @staticmethod
+    def _ellipses(prep: PreparedSource, layer: MouthLayer, interior: np.ndarray, motion: Motion,
+                  side: int, eyes: bool) -> np.ndarray:
+        """[E, 7]: the mouth, then both eyes when any frame of the batch blinks (an open eye's
+        ellipse has zero strength, which leaves the mask exactly as without it)."""
+        open_strength = max(float(interior[spec.OPEN_STRENGTH]), float(np.clip((prep.gap_px - 1.0) / 1.5, 0, 1)))
+        rows = [_ellipse(layer.centre_px, layer.axis, 1.9 * layer.half_width_px, 1.7 * layer.half_width_px,
+                         open_strength, side)]
+        c, s = np.cos(motion.head_roll_rad), np.sin(motion.head_roll_rad)
+        for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes) if eyes else ():
+            moved = move_with_head(outline, prep.shape, motion)
+            half_w = 0.5 * float(np.ptp(outline @ axis))
+            rows.append(_ellipse(moved.mean(axis=0), np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]]),
+                                 2.0 * half_w, 1.6 * half_w, float(np.clip(motion.blink / 0.05, 0, 1)), side))
+        return np.stack(rows)

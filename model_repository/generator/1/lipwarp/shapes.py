@@ -62,8 +62,21 @@ class TargetShape:
     source_px: np.ndarray  # [K, 2] where each control point samples the source crop
     inner_upper_px: np.ndarray  # [11, 2] target inner upper lip, corner to corner
     inner_lower_px: np.ndarray  # [11, 2] target inner lower lip
-    eyes_px: np.ndarray  # [4, 9, 2] right upper, right lower, left upper, left lower lid (moved with the head)
     frame: FaceFrame  # source face frame
+
+
+@dataclass(frozen=True)
+class SourceShape:
+    """Everything about the control points that depends only on the source (computed once)."""
+
+    src: np.ndarray  # [468, 2] source landmarks, pixels
+    frame: FaceFrame
+    q: np.ndarray  # [468, 2] landmarks in the face frame
+    ring: np.ndarray  # [R, 2] hair ring outside the face oval
+    neck: np.ndarray  # [N, 2] points below the jaw
+    border: np.ndarray  # [16, 2] fixed crop border
+    pivot: np.ndarray  # [2] head roll pivot (below the chin)
+    face_px: float  # forehead-to-chin length (head translation unit)
 
 
 def _smoothstep(x: np.ndarray | float) -> np.ndarray:
@@ -142,13 +155,12 @@ def _mouth_moves(q: np.ndarray, p: MouthParams, frame: FaceFrame) -> tuple[np.nd
     return d, source
 
 
-def _head_motion(points: np.ndarray, src: np.ndarray, frame: FaceFrame, m: Motion) -> np.ndarray:
-    face_px = float(np.linalg.norm(src[10, :2] - src[ix.CHIN, :2]))
-    pivot = src[ix.CHIN, :2] + 0.35 * frame.iod_px * frame.axis_y
+def move_with_head(points: np.ndarray, source: SourceShape, m: Motion) -> np.ndarray:
+    """Roll about a pivot below the chin, then translate (in face lengths)."""
     c, s = np.cos(m.head_roll_rad), np.sin(m.head_roll_rad)
-    rel = points - pivot
-    rolled = np.stack([c * rel[:, 0] - s * rel[:, 1], s * rel[:, 0] + c * rel[:, 1]], axis=1) + pivot
-    return rolled + np.array([m.head_dx, m.head_dy]) * face_px
+    rel = points - source.pivot
+    rolled = np.stack([c * rel[..., 0] - s * rel[..., 1], s * rel[..., 0] + c * rel[..., 1]], axis=-1) + source.pivot
+    return rolled + np.array([m.head_dx, m.head_dy]) * source.face_px
 
 
 def _control_ids() -> list[int]:
@@ -167,15 +179,9 @@ def _border(side_px: int) -> np.ndarray:
                            np.stack([s - t, np.full(4, s)], 1), np.stack([z, s - t], 1)])
 
 
-def target_shape(src_landmarks: np.ndarray, mouth: MouthParams, motion: Motion, side_px: int) -> TargetShape:
-    """Control-point pairs for one frame: moved lips/jaw/head, pinned eyes/nose, fixed border."""
+def source_shape(src_landmarks: np.ndarray, side_px: int) -> SourceShape:
     src = np.asarray(src_landmarks, dtype=np.float64)[:, :2]
     frame = face_frame(src)
-    q = frame.to_face(src)
-    d_face, sample_face = _mouth_moves(q, mouth, frame)
-    target = src + frame.vector_to_px(d_face)
-    sample = src + frame.vector_to_px(sample_face - q)
-
     # hair moves with the head: a ring outside the face oval; the neck below the jaw stays
     margin = 0.1 * side_px
     oval = src[list(ix.FACE_OVAL[::3])]
@@ -183,17 +189,25 @@ def target_shape(src_landmarks: np.ndarray, mouth: MouthParams, motion: Motion, 
     ring = np.clip(centre + HAIR_RING_SCALE * (oval - centre), margin, side_px - margin)
     jaw = src[list(ix.JAW[3:16:3])]
     neck = np.clip(jaw + 0.45 * frame.iod_px * frame.axis_y, margin, side_px - margin)
+    return SourceShape(src=src, frame=frame, q=frame.to_face(src), ring=ring, neck=neck, border=_border(side_px),
+                       pivot=src[ix.CHIN] + 0.35 * frame.iod_px * frame.axis_y,
+                       face_px=float(np.linalg.norm(src[10] - src[ix.CHIN])))
+
+
+def target_shape(source: SourceShape, mouth: MouthParams, motion: Motion) -> TargetShape:
+    """Control-point pairs for one frame: moved lips/jaw/head, pinned eyes/nose, fixed border."""
+    src, frame, q = source.src, source.frame, source.q
+    d_face, sample_face = _mouth_moves(q, mouth, frame)
+    target = src + frame.vector_to_px(d_face)
+    sample = src + frame.vector_to_px(sample_face - q)
     ids = list(CONTROL_IDS)
-    head_t = _head_motion(np.concatenate([target[ids], ring]), src, frame, motion)
-    neck_t = neck + 0.4 * (_head_motion(neck, src, frame, motion) - neck)
-    moved_lm = _head_motion(target, src, frame, motion)
-    eyes = _head_motion(src[list(ix.RIGHT_UPPER + ix.RIGHT_LOWER + ix.LEFT_UPPER + ix.LEFT_LOWER)], src, frame, motion)
-    border = _border(side_px)
+    head_t = move_with_head(np.concatenate([target[ids], source.ring]), source, motion)
+    neck_t = source.neck + 0.4 * (move_with_head(source.neck, source, motion) - source.neck)
+    lips = move_with_head(np.concatenate([target[list(ix.INNER_UPPER)], target[list(ix.INNER_LOWER)]]), source, motion)
     return TargetShape(
-        target_px=np.concatenate([head_t, neck_t, border]),
-        source_px=np.concatenate([sample[ids], ring, neck, border]),
-        inner_upper_px=moved_lm[list(ix.INNER_UPPER)],
-        inner_lower_px=moved_lm[list(ix.INNER_LOWER)],
-        eyes_px=eyes.reshape(4, 9, 2),
+        target_px=np.concatenate([head_t, neck_t, source.border]),
+        source_px=np.concatenate([sample[ids], source.ring, source.neck, source.border]),
+        inner_upper_px=lips[:len(ix.INNER_UPPER)],
+        inner_lower_px=lips[len(ix.INNER_UPPER):],
         frame=frame,
     )
