@@ -12,6 +12,7 @@ FACE_DIR := model_repository/face_detection/1
 GEN_DIR := model_repository/generator/1
 FACE_MODELS := $(FACE_DIR)/face_detection_short_range.onnx $(FACE_DIR)/face_landmark.onnx
 GEN_MODELS := $(GEN_DIR)/.built
+TRANSPLANT_MODEL := $(GEN_DIR)/transplant.onnx
 PROTO_OUT := proto/lipsync_pb2.py
 PYTEST_ARGS ?=
 
@@ -49,7 +50,7 @@ proto: $(PROTO_OUT)
 $(PROTO_OUT): proto/lipsync.proto $(VENV)/.installed
 	$(PY) -m grpc_tools.protoc -I proto --python_out=proto --pyi_out=proto proto/lipsync.proto
 
-models: $(FACE_MODELS) $(GEN_MODELS)
+models: $(FACE_MODELS) $(GEN_MODELS) $(TRANSPLANT_MODEL)
 
 # MediaPipe pins numpy<2 and protobuf<5, which clash with tritonclient: its face models are
 # taken from the wheel file (never installed) and converted in a separate environment.
@@ -69,9 +70,13 @@ $(FACE_MODELS) &: model_repository/face_detection/build.py $(BUILD_VENV)/.instal
 	$(BUILD_VENV)/bin/python model_repository/face_detection/build.py \
 		--wheel $$(ls $(WHEELS)/mediapipe-$(MEDIAPIPE_WHEEL_VERSION)-*.whl | head -n 1) --out $(FACE_DIR)
 
-$(GEN_MODELS): model_repository/generator/build.py $(VENV)/.installed
+$(GEN_MODELS): model_repository/generator/build.py $(wildcard model_repository/generator/1/lipwarp/*.py) $(VENV)/.installed
 	$(PY) model_repository/generator/build.py --out $(GEN_DIR)
 	touch $@
+
+# The mouth-transplant pixel graph (dubbing by re-synthesis); one output file, so no stamp.
+$(TRANSPLANT_MODEL): model_repository/generator/build_transplant.py $(GEN_DIR)/transplant.py $(VENV)/.installed
+	$(PY) model_repository/generator/build_transplant.py --out $(GEN_DIR)
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) .cache reports $(FACE_DIR)/*.onnx $(GEN_DIR)/*.onnx $(GEN_MODELS) $(PROTO_OUT)

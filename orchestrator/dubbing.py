@@ -1,10 +1,13 @@
 """Dubbing a talking video (lipsync-video): the source frames are decoded once at the output
 size into a scratch frame store (disk, so memory stays flat in video length) while the face
-is tracked; then the output timeline (sync_mode) is rendered frame by frame, the generator
-re-shaping the mouth of each source frame to the new speech. Frames without the face pass
-through unchanged."""
+is tracked; each output frame then shows the person's own mouth from the source frame that
+best matches the new speech (Video Rewrite re-synthesis, `mouth_library`/`mouth_select`),
+transplanted by the generator, or a parametric mouth where the video has no such shape.
+Frames without the face pass through unchanged."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
+from orchestrator.mouth_library import build_library
+from orchestrator.mouth_select import match_speaking_style, select_mouths
 from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
 from preprocess.errors import MediaError
 
+log = logging.getLogger(__name__)
+
 SYNC_MODES = ("bounce", "loop", "cut_off", "silence")
+PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
 
 
 @dataclass
@@ -68,18 +76,27 @@ async def track_video(
                                       shape=(capacity, size[1], size[0], 3))
     faces: list[DetectedFace | None] = []
     previous: DetectedFace | None = None
-    for index, frame in enumerate(frames):
-        if index >= capacity:
-            break  # container under-reported its length by more than the slack: stop there
-        store[index] = frame
-        prior = previous.box[None] if previous is not None else None
-        found = await stages.detect_faces(frame, max_faces=4, prior_boxes=prior)
-        if not found and prior is not None:  # lost the track: a cut or an occlusion
-            found = await stages.detect_faces(frame, max_faces=4)
-        face = _pick(found, previous, mask)
-        faces.append(face)
-        previous = face
-        await on_frame(index + 1)
+    # The next frame decodes in a worker thread while the face_detection stage runs on this one.
+    source = iter(frames)
+    decode_next = lambda: asyncio.to_thread(next, source, None)  # noqa: E731
+    upcoming = asyncio.ensure_future(decode_next())
+    try:
+        for index in range(capacity):  # past capacity the container under-reported its length: stop
+            frame = await upcoming
+            if frame is None:
+                break
+            upcoming = asyncio.ensure_future(decode_next())
+            store[index] = frame
+            prior = previous.box[None] if previous is not None else None
+            found = await stages.detect_faces(frame, max_faces=4, prior_boxes=prior)
+            if not found and prior is not None:  # lost the track: a cut or an occlusion
+                found = await stages.detect_faces(frame, max_faces=4)
+            face = _pick(found, previous, mask)
+            faces.append(face)
+            previous = face
+            await on_frame(index + 1)
+    finally:
+        await asyncio.gather(upcoming, return_exceptions=True)  # let the worker finish its frame
     store.flush()
     if not any(face is not None for face in faces):
         raise MediaError("face_not_found", "No face found in any frame of the video")
@@ -119,27 +136,129 @@ def _smoothed_boxes(faces: list[DetectedFace | None], short_side: int) -> list[C
     return boxes
 
 
+def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray) -> np.ndarray:
+    """Source frame whose mouth each output frame shows (int64 [T]; PARAMETRIC where none fits)."""
+    landmarks = [face.landmarks if face is not None else None for face in source.faces]
+    scores = np.array([face.score if face is not None else 0.0 for face in source.faces], np.float32)
+    library = build_library(source.frames, landmarks, scores)
+    if not library.usable.any():
+        return np.full(len(order), PARAMETRIC, np.int64)
+    target = match_speaking_style(mouth_params, library)
+    selection = select_mouths(library, target, order)
+    references = np.where(selection.fallback, PARAMETRIC, selection.frames).astype(np.int64)
+    log.info("dub: %d of %d output frames transplanted from %d distinct source frames, %d parametric",
+             int((references >= 0).sum()), len(references), len(np.unique(references[references >= 0])),
+             int((references < 0).sum()))
+    return references
+
+
+class _BatchCrops:
+    """Crops and crop-space landmarks of the source frames one batch needs, each extracted once."""
+
+    def __init__(self, source: SourceVideo, boxes: list[CropBox | None]) -> None:
+        self._source, self._boxes = source, boxes
+        self._crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index not in self._crops:
+            box, face = self._boxes[index], self._source.faces[index]
+            if box is None or face is None:
+                raise ValueError(f"source frame {index} has no tracked face to crop")
+            self._crops[index] = (extract_crop(self._source.frames[index], box), box.to_crop(face.landmarks))
+        return self._crops[index]
+
+    def stack(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.get(i) for i in indices]
+        return np.stack([c for c, _ in pairs]), np.stack([lm for _, lm in pairs])
+
+
 async def render_dub(
     source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray, writer: Mp4Writer,
     stages: Stages, batch: int, on_batch: Callable[[int], Awaitable[None]],
+    references: np.ndarray | None = None,
 ) -> None:
-    """Write the output frames: source frame order[k] with its mouth set to mouth_params[k]."""
+    """Write the output frames: source frame order[k] showing source frame references[k]'s
+    mouth (transplanted), or, where that is PARAMETRIC, its mouth set to mouth_params[k].
+
+    Batches are pipelined: while the generator renders one, the previous one is pasted and
+    encoded in a worker thread (two batches in memory at most)."""
     boxes = _smoothed_boxes(source.faces, short_side=min(source.frames.shape[1:3]))
     total = len(order)
-    still = np.zeros(4, np.float32)  # the video keeps its own blinks and head motion
-    for start in range(0, total, batch):
-        stop = min(total, start + batch)
-        ks = [k for k in range(start, stop) if boxes[order[k]] is not None]
-        rendered = {}
-        if ks:
-            crops = np.stack([extract_crop(source.frames[order[k]], boxes[order[k]]) for k in ks])  # type: ignore[arg-type]
-            landmarks = np.stack([boxes[order[k]].to_crop(source.faces[order[k]].landmarks) for k in ks])  # type: ignore[union-attr]
-            motion = np.tile(still, (len(ks), 1))
-            out = await stages.generate(crops, landmarks, mouth_params[ks], motion)
-            rendered = {k: (out.frames[i], out.masks[i]) for i, k in enumerate(ks)}
+    refs = np.full(total, PARAMETRIC, np.int64) if references is None else np.asarray(references, np.int64)
+    job = _DubBatches(source, order, refs, mouth_params, boxes, stages)
+    spans = [(start, min(total, start + batch)) for start in range(0, total, batch)]
+    if not spans:
+        return
+    pending = asyncio.ensure_future(job.render(*spans[0]))
+    try:
+        for i, (start, stop) in enumerate(spans):
+            rendered = await pending
+            if i + 1 < len(spans):
+                pending = asyncio.ensure_future(job.render(*spans[i + 1]))
+            await asyncio.to_thread(job.write, start, stop, rendered, writer)
+            await on_batch(stop)
+    finally:
+        if not pending.done():  # canceled or failed mid-way: do not leave the next batch running
+            pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _DubBatches:
+    """One dub's batches: which output frames are transplanted, parametric or unchanged."""
+
+    source: SourceVideo
+    order: np.ndarray
+    refs: np.ndarray
+    mouth_params: np.ndarray
+    boxes: list[CropBox | None]
+    stages: Stages
+
+    async def render(self, start: int, stop: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(crop, mask) for every output frame in [start, stop) whose face is re-rendered."""
+        crops = _BatchCrops(self.source, self.boxes)
+        transplant: list[int] = []
+        parametric: list[int] = []
         for k in range(start, stop):
-            frame = np.array(source.frames[order[k]])
+            target, ref = int(self.order[k]), int(self.refs[k])
+            if self.boxes[target] is None or ref == target:
+                continue  # no face, or the frame's own mouth is the chosen one: unchanged
+            (transplant if ref >= 0 and self.boxes[ref] is not None else parametric).append(k)
+        still = np.zeros((stop - start, 4), np.float32)  # the video keeps its own blinks and head motion
+        rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        if transplant:
+            images, landmarks = crops.stack([int(self.order[k]) for k in transplant])
+            ref_images, ref_landmarks = crops.stack([int(self.refs[k]) for k in transplant])
+            out = await self.stages.generate(images, landmarks, self.mouth_params[transplant], still[:len(transplant)],
+                                             reference=ref_images, reference_landmarks=ref_landmarks)
+            rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(transplant)})
+        if parametric:
+            images, landmarks = crops.stack([int(self.order[k]) for k in parametric])
+            out = await self.stages.generate(images, landmarks, self.mouth_params[parametric],
+                                             still[:len(parametric)])
+            rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(parametric)})
+        return rendered
+
+    def write(self, start: int, stop: int, rendered: dict[int, tuple[np.ndarray, np.ndarray]],
+              writer: Mp4Writer) -> None:
+        for k in range(start, stop):
+            frame = np.array(self.source.frames[self.order[k]])
             if k in rendered:
-                paste_crop(frame, rendered[k][0], rendered[k][1], boxes[order[k]])  # type: ignore[arg-type]
+                _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])  # type: ignore[arg-type]
             writer.write(frame)
-        await on_batch(stop)
+
+
+def _paste_changed(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, box: CropBox) -> None:
+    """paste_crop on the smallest square of the crop that holds the whole mask (a transplant
+    changes only the lower face): the same pixels, resampled over a fraction of the area."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return
+    margin = 2  # bilinear resampling reads one crop pixel beyond the mask's edge
+    side = min(box.size, max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 + 2 * margin)
+    y0 = int(np.clip(rows[0] - margin, 0, box.size - side))
+    x0 = int(np.clip(cols[0] - margin, 0, box.size - side))
+    scale = box.size / box.side
+    sub = CropBox(x0=box.x0 + x0 / scale, y0=box.y0 + y0 / scale, side=side / scale, size=side)
+    paste_crop(frame, np.ascontiguousarray(crop[y0:y0 + side, x0:x0 + side]),
+               np.ascontiguousarray(mask[y0:y0 + side, x0:x0 + side]), sub)

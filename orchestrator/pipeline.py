@@ -4,6 +4,7 @@ and encode, store the MP4. Raises MediaError for the user's bad input; anything 
 ours and the job is retried by redelivery."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.billing import Billing
-from orchestrator.dubbing import render_dub, timeline, track_video
+from orchestrator.dubbing import choose_references, render_dub, timeline, track_video
 from orchestrator.faces import scale_face, select_faces
 from orchestrator.fetch import FetchError, Fetcher, MediaKind
 from orchestrator.motion import plan_motion
@@ -259,6 +260,8 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         order = timeline(source.count, audio_frames, sync_mode)
         params, _energy = await _speech(res, voice.features, fps)
         params = place_in_timeline(params, 0, len(order))
+        # 6b. The person's own mouth for each output frame, where the video has a close one.
+        references = await asyncio.to_thread(choose_references, source, order, params)
     await reporter.stage("render", 0.4)
 
     # 7. Render the output timeline and encode it with the new speech.
@@ -270,7 +273,8 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
                 await reporter.progress(0.4 + 0.55 * done / len(order))
                 if await reporter.is_canceled():
                     raise JobCanceled()
-            await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch)
+            await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
+                             references)
     return await _store(request, reporter, res, output, len(order) / fps, timer)
 
 

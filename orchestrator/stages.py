@@ -51,7 +51,9 @@ class Stages(Protocol):
                            prior_boxes: np.ndarray | None = None) -> list[DetectedFace]: ...
 
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
-                       mouth_params: np.ndarray, motion: np.ndarray) -> Rendered: ...
+                       mouth_params: np.ndarray, motion: np.ndarray,
+                       reference: np.ndarray | None = None,
+                       reference_landmarks: np.ndarray | None = None) -> Rendered: ...
 
 
 def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
@@ -116,13 +118,19 @@ class TritonStages:
                 for i in range(out["boxes"].shape[0])]
 
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
-                       mouth_params: np.ndarray, motion: np.ndarray) -> Rendered:
-        out = await self._infer(
-            "generator",
-            [_input("source", np.ascontiguousarray(source, dtype=np.uint8), "UINT8"),
-             _input("source_landmarks", source_landmarks.astype(np.float32), "FP32"),
-             _input("mouth_params", mouth_params.astype(np.float32), "FP32"),
-             _input("motion", motion.astype(np.float32), "FP32")],
-            ["frames", "mask"],
-        )
+                       mouth_params: np.ndarray, motion: np.ndarray,
+                       reference: np.ndarray | None = None,
+                       reference_landmarks: np.ndarray | None = None) -> Rendered:
+        """Parametric mouths, or with `reference` crops (+ their landmarks) the reference
+        frames' own mouths transplanted onto `source` (dubbing by re-synthesis)."""
+        inputs = [_input("source", np.ascontiguousarray(source, dtype=np.uint8), "UINT8"),
+                  _input("source_landmarks", source_landmarks.astype(np.float32), "FP32"),
+                  _input("mouth_params", mouth_params.astype(np.float32), "FP32"),
+                  _input("motion", motion.astype(np.float32), "FP32")]
+        if (reference is None) != (reference_landmarks is None):
+            raise ValueError("reference and reference_landmarks go together")
+        if reference is not None and reference_landmarks is not None:
+            inputs += [_input("reference", np.ascontiguousarray(reference, dtype=np.uint8), "UINT8"),
+                       _input("reference_landmarks", reference_landmarks.astype(np.float32), "FP32")]
+        out = await self._infer("generator", inputs, ["frames", "mask"])
         return Rendered(frames=out["frames"], masks=out["mask"])

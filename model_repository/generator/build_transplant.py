@@ -1,7 +1,8 @@
 """Builds the mouth-transplant pixel graph (opset 18) with onnx.helper: `1/transplant.onnx`.
 
-One graph composites one frame (see `1/transplant.py`, which computes its inputs):
-(1) upsample the coarse sampling offsets and masks to the crop (Resize, linear),
+One graph composites one frame's changing window (see `1/transplant.py`, which computes its
+inputs and places the window back in the crop):
+(1) upsample the coarse sampling offsets and masks to the window (Resize, linear),
 (2) warp target and reference once each, bilinear at native scale (the reference's teeth
 are resampled exactly once; four Gathers instead of GridSample, which is 5x slower on CPU), (3) match the reference's colours to the
 target's skin ring (mean/std in an opponent space, Reinhard et al. 2001), (4) blend with
@@ -56,15 +57,15 @@ class _Graph:
         return outs
 
 
-def _upsample(g: _Graph, coarse: str, channels: int, side: str) -> str:
-    """[1, C, G, G] -> [C, S, S] (linear, half-pixel centres)."""
-    sizes = g.op("Concat", g.const([1, channels], np.int64), side, side, axis=0)
+def _upsample(g: _Graph, coarse: str, channels: int, out_hw: str) -> str:
+    """[1, C, Gh, Gw] -> [C, H, W] (linear, half-pixel centres); out_hw is int64 [2]."""
+    sizes = g.op("Concat", g.const([1, channels], np.int64), out_hw, axis=0)
     up = g.op("Resize", coarse, "", "", sizes, mode="linear", coordinate_transformation_mode="half_pixel")
     return g.op("Squeeze", up, g.const([0], np.int64))
 
 
-def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str) -> str:
-    """Bilinear sample [3, S, S] of a planar image flattened to [3*S*S] (float) at
+def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, out_hw: str) -> str:
+    """Bilinear sample [3, H, W] of a planar S x S image flattened to [3*S*S] (float) at
     pixel-centre coordinates (edge clamped): the four taps of all three channels in one
     GatherElements, ten times cheaper than Gather or GridSample in ONNX Runtime on CPU."""
     x = g.op("Clip", px, g.const(0.0), last)
@@ -82,16 +83,12 @@ def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str) ->
     index = g.op("Add", g.op("Unsqueeze", g.op("Concat", *taps, axis=0), g.const([0], np.int64)), channel)
     flat_index = g.op("Reshape", g.op("Cast", index, to=TensorProto.INT64), g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
-    shape = g.op("Concat", g.const([3, 4], np.int64), _as_1d(g, side_i), _as_1d(g, side_i), axis=0)
+    shape = g.op("Concat", g.const([3, 4], np.int64), out_hw, axis=0)
     v00, v01, v10, v11 = (g.op("Squeeze", v, g.const([1], np.int64))
                           for v in g.split(g.op("Reshape", values, shape), 4, axis=1))
     top = g.op("Add", v00, g.op("Mul", g.op("Sub", v01, v00), fx))
     bottom = g.op("Add", v10, g.op("Mul", g.op("Sub", v11, v10), fx))
     return g.op("Add", top, g.op("Mul", g.op("Sub", bottom, top), fy))
-
-
-def _as_1d(g: _Graph, side_s: str) -> str:
-    return g.op("Unsqueeze", side_s, g.const([0], np.int64))
 
 
 def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]:
@@ -112,15 +109,24 @@ def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]
 
 def build_graph() -> onnx.ModelProto:
     g = _Graph()
-    # 1. Sizes and the pixel-centre base grid; images stay NHWC, flattened for Gather.
+    # 1. Sizes: the image side S, the window H x W (its coarse maps times the cell), and the
+    #    window's pixel grid; images stay NHWC, flattened for Gather.
     side = g.op("Slice", g.op("Shape", "target"), g.const([1], np.int64), g.const([2], np.int64))
     side_s = g.op("Squeeze", side)
     cells = g.op("Div", side, g.const([spec.COARSE_STEP_PX], np.int64))
     last = g.op("Sub", g.op("Cast", side_s, to=FLOAT), g.const(1.0))
-    ramp = g.op("Cast", g.op("Range", g.const(0, np.int64), side_s, g.const(1, np.int64)), to=FLOAT)
-    zeros = g.op("Mul", g.op("Unsqueeze", ramp, g.const([1], np.int64)), g.const(0.0))  # [S, 1]
-    xs = g.op("Add", g.op("Unsqueeze", ramp, g.const([0], np.int64)), zeros)  # [S, S]: column index
-    ys = g.op("Transpose", xs, perm=[1, 0])
+    out_hw = g.op("Mul", g.op("Slice", g.op("Shape", "blend_mask"), g.const([2], np.int64), g.const([4], np.int64)),
+                  g.const([spec.COARSE_STEP_PX], np.int64))
+    height, width = (g.op("Squeeze", part) for part in g.split(out_hw, 2, axis=0))
+
+    def ramp(count: str) -> str:
+        return g.op("Cast", g.op("Range", g.const(0, np.int64), count, g.const(1, np.int64)), to=FLOAT)
+
+    col = g.op("Unsqueeze", ramp(width), g.const([0], np.int64))  # [1, W]
+    row = g.op("Unsqueeze", ramp(height), g.const([1], np.int64))  # [H, 1]
+    xs = g.op("Add", col, g.op("Mul", row, g.const(0.0)))  # [H, W]: column index
+    ys = g.op("Add", row, g.op("Mul", col, g.const(0.0)))  # [H, W]: row index
+
     # Planar layout: per-pixel weights broadcast over the leading channel axis (fast in ORT).
     def planar(image: str) -> str:
         hwc = g.op("Reshape", image, g.const([-1, 3], np.int64))
@@ -130,10 +136,10 @@ def build_graph() -> onnx.ModelProto:
 
     # 2. One bilinear sample of each image at base + upsampled offset.
     def warp(flat: str, offset: str) -> str:
-        up = _upsample(g, offset, 2, side)
+        up = _upsample(g, offset, 2, out_hw)
         px = g.op("Add", xs, g.op("Gather", up, g.const(0, np.int64), axis=0))
         py = g.op("Add", ys, g.op("Gather", up, g.const(1, np.int64), axis=0))
-        return _sample(g, flat, px, py, side_s, last)
+        return _sample(g, flat, px, py, side_s, last, out_hw)
 
     warped_t = warp(flat_t, "target_offset")
     warped_r = warp(flat_r, "reference_offset")
@@ -154,12 +160,12 @@ def build_graph() -> onnx.ModelProto:
     # Seam correction: the mismatch on the seam band, spread inwards by normalised convolution.
     step = spec.COARSE_STEP_PX
     diff = g.op("AveragePool", g.op("Unsqueeze", g.op("Sub", warped_t, matched), g.const([0], np.int64)),
-                kernel_shape=[step, step], strides=[step, step])  # [1, 3, G, G]
-    kernel_t = g.op("Transpose", "seam_kernel", perm=[1, 0])
-    numerator = g.op("MatMul", g.op("MatMul", "seam_kernel", g.op("Mul", diff, "seam_band")), kernel_t)
-    denominator = g.op("MatMul", g.op("MatMul", "seam_kernel", "seam_band"), kernel_t)
+                kernel_shape=[step, step], strides=[step, step])  # [1, 3, Gh, Gw]
+    cols_t = g.op("Transpose", "seam_kernel_cols", perm=[1, 0])
+    numerator = g.op("MatMul", g.op("MatMul", "seam_kernel_rows", g.op("Mul", diff, "seam_band")), cols_t)
+    denominator = g.op("MatMul", g.op("MatMul", "seam_kernel_rows", "seam_band"), cols_t)
     correction = g.op("Div", numerator, g.op("Add", denominator, g.const(1e-3)))
-    matched = g.op("Add", matched, _upsample(g, correction, 3, side))
+    matched = g.op("Add", matched, _upsample(g, correction, 3, out_hw))
 
     # 4. Blend: the reference's share relative to the paste mask (paste_crop applies that one).
     def coefficient(i: int) -> str:
@@ -173,8 +179,8 @@ def build_graph() -> onnx.ModelProto:
     t = g.op("Sub", affine(3), g.op("Mul", g.op("Mul", u, u), coefficient(6)))
     t = g.op("Clip", t, g.const(0.0), g.const(1.0))
     smooth = g.op("Mul", g.op("Mul", t, t), g.op("Sub", g.const(3.0), g.op("Mul", g.const(2.0), t)))
-    blend = g.op("Mul", _upsample(g, "blend_mask", 1, side), smooth)  # [1, S, S]
-    paste = g.op("Max", blend, _upsample(g, "warp_mask", 1, side))
+    blend = g.op("Mul", _upsample(g, "blend_mask", 1, out_hw), smooth)  # [1, H, W]
+    paste = g.op("Max", blend, _upsample(g, "warp_mask", 1, out_hw))
     share = g.op("Min", g.op("Div", blend, g.op("Max", paste, g.const(1e-6))), g.const(1.0))
     composite = g.op("Add", warped_t, g.op("Mul", share, g.op("Sub", matched, warped_t)))
     rounded = g.op("Floor", g.op("Add", g.op("Clip", composite, g.const(0.0), g.const(255.0)), g.const(0.5)))
@@ -185,17 +191,21 @@ def build_graph() -> onnx.ModelProto:
     def image(name: str) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, TensorProto.UINT8, [1, "S", "S", 3])
 
-    def coarse(name: str, channels: int) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, FLOAT, [1, channels, "G", "G"])
+    def window_map(name: str, channels: int) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, FLOAT, [1, channels, "Gh", "Gw"])
 
-    inputs = [image("target"), image("reference"), coarse("target_offset", 2), coarse("reference_offset", 2),
-              coarse("blend_mask", 1), coarse("warp_mask", 1),
-              helper.make_tensor_value_info("nose_ramp", FLOAT, [7]), coarse("target_ring", 1), coarse("reference_ring", 1),
-              coarse("seam_band", 1), helper.make_tensor_value_info("seam_kernel", FLOAT, ["G", "G"])]
+    def crop_map(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, FLOAT, [1, 1, "G", "G"])
+
+    inputs = [image("target"), image("reference"), window_map("target_offset", 2), window_map("reference_offset", 2),
+              window_map("blend_mask", 1), window_map("warp_mask", 1),
+              helper.make_tensor_value_info("nose_ramp", FLOAT, [7]), crop_map("target_ring"), crop_map("reference_ring"),
+              window_map("seam_band", 1), helper.make_tensor_value_info("seam_kernel_rows", FLOAT, ["Gh", "Gh"]),
+              helper.make_tensor_value_info("seam_kernel_cols", FLOAT, ["Gw", "Gw"])]
     if tuple(i.name for i in inputs) != spec.INPUTS:
         raise RuntimeError("graph inputs out of step with transplant.INPUTS")
-    outputs = [helper.make_tensor_value_info("crop", TensorProto.UINT8, [1, "S", "S", 3]),
-               helper.make_tensor_value_info("mask", FLOAT, [1, "S", "S"])]
+    outputs = [helper.make_tensor_value_info("crop", TensorProto.UINT8, [1, "H", "W", 3]),
+               helper.make_tensor_value_info("mask", FLOAT, [1, "H", "W"])]
     graph = helper.make_graph(g.nodes, "mouth_transplant", inputs, outputs, g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lipsyncd")
     model.ir_version = 8

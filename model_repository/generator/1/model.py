@@ -1,4 +1,5 @@
-"""Triton Python-backend adapter of the `generator` stage; the logic lives in `lipwarp`.
+"""Triton Python-backend adapter of the `generator` stage; the logic lives in `lipwarp`
+(parametric mouths) and `transplant_batch` (requests with the optional `reference` inputs).
 
 The stub ignores PYTHONPATH, so the LIPSYNCD_STAGE_PYTHONPATH bootstrap below runs before
 any third-party import.
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lipwarp.render import Renderer  # noqa: E402
+from transplant_batch import TransplantRenderer  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,13 @@ MAX_FRAMES_PER_REQUEST = 4096
 
 class TritonPythonModel:
     """source [N,S,S,3] u8 + source_landmarks [N,468,3] + mouth_params [T,8] + motion [T,4]
-    -> frames [T,S,S,3] u8, mask [T,S,S] f32 (N = 1 or T)."""
+    (+ optional reference [M,S,S,3] u8 + reference_landmarks [M,468,3])
+    -> frames [T,S,S,3] u8, mask [T,S,S] f32 (N, M = 1 or T)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         threads = int(os.environ.get("LIPSYNCD_GENERATOR_THREADS", "1"))
         self._renderer = Renderer(Path(_HERE), threads=threads)
+        self._transplant = TransplantRenderer(Path(_HERE), threads=threads)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._answer(request) for request in requests]
@@ -50,7 +54,17 @@ class TritonPythonModel:
             mouth = tensor("mouth_params")
             if mouth.shape[0] > MAX_FRAMES_PER_REQUEST:
                 return _error(f"at most {MAX_FRAMES_PER_REQUEST} frames per request, got {mouth.shape[0]}")
-            frames, masks = self._renderer.render(tensor("source"), tensor("source_landmarks"), mouth, tensor("motion"))
+            reference = pb_utils.get_input_tensor_by_name(request, "reference")
+            reference_landmarks = pb_utils.get_input_tensor_by_name(request, "reference_landmarks")
+            if (reference is None) != (reference_landmarks is None):
+                return _error("reference and reference_landmarks must be sent together")
+            if reference is not None:
+                frames, masks = self._transplant.render(tensor("source"), tensor("source_landmarks"),
+                                                        reference.as_numpy(), reference_landmarks.as_numpy(),
+                                                        count=mouth.shape[0])
+            else:
+                frames, masks = self._renderer.render(tensor("source"), tensor("source_landmarks"), mouth,
+                                                      tensor("motion"))
         except ValueError as exc:
             log.warning("generator refused a request: %s", exc)
             return _error(str(exc))
@@ -61,6 +75,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self._renderer = None
+        self._transplant = None
 
 
 def _error(message: str) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 
 GRAPH_FILE = "transplant.onnx"
 INPUTS = ("target", "reference", "target_offset", "reference_offset", "blend_mask", "warp_mask", "nose_ramp",
-          "target_ring", "reference_ring", "seam_band", "seam_kernel")
+          "target_ring", "reference_ring", "seam_band", "seam_kernel_rows", "seam_kernel_cols")
 OUTPUTS = ("crop", "mask")
 COARSE_STEP_PX = 8  # geometry and masks live on a grid of side/8 cells (crops are multiples of 32)
 # Opponent colour space (luma + two chroma axes): a linear stand-in for Lab, so the
@@ -42,18 +42,22 @@ BORDER_ANCHORS_PER_SIDE = 8
 
 @dataclass(frozen=True)
 class TransplantPlan:
-    """Everything the pixel stage needs, coarse grids at side/COARSE_STEP_PX cells."""
+    """Everything the pixel stage needs. Only a window of the crop changes (the lower face and
+    a cell of margin): the per-pixel maps cover that window, coarse at COARSE_STEP_PX cells
+    ([Gh, Gw]); the skin rings cover the whole crop ([G, G]), measured on the unwarped crops."""
 
     side_px: int
-    target_offset: np.ndarray  # float32 [1, 2, G, G]: target sample position - output pixel (px)
-    reference_offset: np.ndarray  # float32 [1, 2, G, G]: reference sample position - output pixel (px)
-    blend_mask: np.ndarray  # float32 [1, 1, G, G]: reference share in the composite (before nose_ramp)
-    warp_mask: np.ndarray  # float32 [1, 1, G, G]: where the warped target differs from the target
-    nose_ramp: np.ndarray  # float32 [7]: u, v affine in (x, y); blend *= smoothstep(v - k u^2), 0 above the nose
+    window: tuple[int, int, int, int]  # x0, y0, width, height in crop pixels (multiples of COARSE_STEP_PX)
+    target_offset: np.ndarray  # float32 [1, 2, Gh, Gw]: target sample position - window pixel (px)
+    reference_offset: np.ndarray  # float32 [1, 2, Gh, Gw]: reference sample position - window pixel (px)
+    blend_mask: np.ndarray  # float32 [1, 1, Gh, Gw]: reference share in the composite (before nose_ramp)
+    warp_mask: np.ndarray  # float32 [1, 1, Gh, Gw]: where the warped target differs from the target
+    nose_ramp: np.ndarray  # float32 [7]: u, v affine in window (x, y); blend *= smoothstep(v - k u^2), 0 above the nose
     target_ring: np.ndarray  # float32 [1, 1, G, G]: skin ring weights on the target crop
     reference_ring: np.ndarray  # float32 [1, 1, G, G]: skin ring weights on the reference crop
-    seam_band: np.ndarray  # float32 [1, 1, G, G]: skin where the two images meet (the seam)
-    seam_kernel: np.ndarray  # float32 [G, G]: Gaussian that spreads the seam's mismatch inwards
+    seam_band: np.ndarray  # float32 [1, 1, Gh, Gw]: skin where the two images meet (the seam)
+    seam_kernel_rows: np.ndarray  # float32 [Gh, Gh]: Gaussian that spreads the seam's mismatch inwards (rows)
+    seam_kernel_cols: np.ndarray  # float32 [Gw, Gw]: ... and across (columns)
     output_landmarks: np.ndarray  # float32 [468, 2]: where the composite's landmarks are
 
     def feeds(self, target: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
@@ -62,7 +66,17 @@ class TransplantPlan:
                 "target_offset": self.target_offset, "reference_offset": self.reference_offset,
                 "blend_mask": self.blend_mask, "warp_mask": self.warp_mask, "nose_ramp": self.nose_ramp,
                 "target_ring": self.target_ring, "reference_ring": self.reference_ring,
-                "seam_band": self.seam_band, "seam_kernel": self.seam_kernel}
+                "seam_band": self.seam_band, "seam_kernel_rows": self.seam_kernel_rows,
+                "seam_kernel_cols": self.seam_kernel_cols}
+
+    def compose(self, target: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The window's (crop, mask) placed in the full crop: the target elsewhere, mask 0."""
+        x0, y0, w, h = self.window
+        full = np.array(target, np.uint8, copy=True)
+        full[y0:y0 + h, x0:x0 + w] = crop
+        full_mask = np.zeros(target.shape[:2], np.float32)
+        full_mask[y0:y0 + h, x0:x0 + w] = mask
+        return full, full_mask
 
 
 # ---------------------------------------------------------------- geometry (numpy)
@@ -111,14 +125,28 @@ def _smoothstep(t: np.ndarray) -> np.ndarray:
 
 
 def _polygon_inside(poly: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Even-odd test of meshgrid points (xs varies along columns, ys along rows), evaluated
+    only inside the polygon's bounding box."""
+    lo, hi = poly.min(0), poly.max(0)
+    cols = np.flatnonzero((xs[0] >= lo[0]) & (xs[0] <= hi[0]))
+    rows = np.flatnonzero((ys[:, 0] >= lo[1]) & (ys[:, 0] <= hi[1]))
     inside = np.zeros(xs.shape, bool)
-    xj, yj = poly[-1]
-    for xi, yi in poly:
-        if yi != yj:  # a horizontal edge never crosses a scanline
-            x_at = (xj - xi) * (ys - yi) / (yj - yi) + xi
-            inside ^= ((yi > ys) != (yj > ys)) & (xs < x_at)
-        xj, yj = xi, yi
+    if cols.size and rows.size:
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        inside[box] = _scanline_inside(poly, xs[box], ys[box])
     return inside
+
+
+def _scanline_inside(poly: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Crossings of all edges at once (edges x points): odd count = inside."""
+    xi, yi = poly[:, 0], poly[:, 1]
+    xj, yj = np.roll(xi, 1), np.roll(yi, 1)
+    keep = yi != yj  # a horizontal edge never crosses a scanline
+    xi, yi, xj, yj = (a[keep][:, None] for a in (xi, yi, xj, yj))
+    px, py = xs.ravel()[None], ys.ravel()[None]
+    x_at = (xj - xi) * (py - yi) / (yj - yi) + xi
+    crossings = (((yi > py) != (yj > py)) & (px < x_at)).sum(0)
+    return (crossings % 2 == 1).reshape(xs.shape)
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -225,14 +253,12 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     # (one coarse cell of margin below the nose: upsampling spreads values by a cell)
     y_start = y_nose + 1.0 / cell_iod
     window = border * near_soft * _smoothstep((y_grid - y_start) / max(y_mouth - y_start, 0.05))
-    t_off = _tps_eval(t_fit, grid, side_px).reshape(g, g, 2) * window[..., None]
+    # The spline is evaluated only where the window lets it move anything.
+    t_off = np.zeros((g, g, 2))
+    moving = window > 0
+    t_off[moving] = _tps_eval(t_fit, grid[moving.ravel()], side_px) * window[moving][:, None]
 
-    # 5. Reference field: exactly the inverse similarity where w = 1 (teeth keep their shape).
-    r_idx = list(OUTER_LIPS) + list(JAW) + list(CHEEKS) + list(NOSE) + list(UPPER_FACE)
-    r_fit = _tps_fit(out[r_idx], ref[r_idx] - out[r_idx], side_px)
-    r_off = _tps_eval(r_fit, grid, side_px).reshape(g, g, 2)
-
-    # 6. Masks: reference inside the (slightly shrunk) jaw below the nose, feathered.
+    # 5. Masks: reference inside the (slightly shrunk) jaw below the nose, feathered.
     mouth_c = out[[UPPER_LIP_TOP, LOWER_LIP_BOTTOM]].mean(0)
     jaw_poly = _shrink(out[list(JAW)], mouth_c, 0.9)
     hard = _polygon_inside(jaw_poly, xs, ys).astype(np.float64)
@@ -245,7 +271,7 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     t_off[magnitude < 0.1] = 0.0
     moved = np.clip(magnitude / 0.5, 0.0, 1.0) * (magnitude >= 0.1) * border
 
-    # 7. Seam band: skin cells where the blend is partial, away from both mouths.
+    # 6. Seam band: skin cells where the blend is partial, away from both mouths.
     partial = blend * _evaluate_ramp(ramp, xs, ys)
     lips = (_polygon_inside(_shrink(out[list(OUTER_LIPS)], mouth_c, 1.25), xs, ys)
             | _polygon_inside(_shrink(tgt[list(OUTER_LIPS)], mouth_t, 1.25), xs, ys))
@@ -253,16 +279,49 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     idx = np.arange(g)
     kernel = np.exp(-0.5 * ((idx[:, None] - idx[None, :]) / (0.5 * cell_iod)) ** 2)
 
+    # 7. The window: every cell that changes anything, plus one cell of margin (linear
+    #    upsampling reaches half a cell into the neighbours; the margin's outer half is 0).
+    r0, r1, c0, c1 = _active_cells((blend > 0) | (moved > 0), g)
+    rows, cols = slice(r0, r1), slice(c0, c1)
+    x0, y0 = c0 * COARSE_STEP_PX, r0 * COARSE_STEP_PX
+    origin = np.array([x0, y0], np.float64)  # window pixel + origin = crop pixel
+
+    # 8. Reference field (window only): exactly the inverse similarity where w = 1 (teeth keep their shape).
+    r_idx = list(OUTER_LIPS) + list(JAW) + list(CHEEKS) + list(NOSE) + list(UPPER_FACE)
+    r_fit = _tps_fit(out[r_idx], ref[r_idx] - out[r_idx], side_px)
+    win_grid = np.stack([xs[rows, cols].ravel(), ys[rows, cols].ravel()], 1)
+    r_off = _tps_eval(r_fit, win_grid, side_px).reshape(r1 - r0, c1 - c0, 2)
+
     as_map = lambda a: np.ascontiguousarray(a[None, None], np.float32)  # noqa: E731
+    as_field = lambda a: np.ascontiguousarray((a + origin).transpose(2, 0, 1)[None], np.float32)  # noqa: E731
     return TransplantPlan(
         side_px=side_px,
-        target_offset=np.ascontiguousarray(t_off.transpose(2, 0, 1)[None], np.float32),
-        reference_offset=np.ascontiguousarray(r_off.transpose(2, 0, 1)[None], np.float32),
-        blend_mask=as_map(blend), warp_mask=as_map(moved), nose_ramp=ramp,
+        window=(x0, y0, (c1 - c0) * COARSE_STEP_PX, (r1 - r0) * COARSE_STEP_PX),
+        target_offset=as_field(t_off[rows, cols]), reference_offset=as_field(r_off),
+        blend_mask=as_map(blend[rows, cols]), warp_mask=as_map(moved[rows, cols]),
+        nose_ramp=_shift_ramp(ramp, origin),
         target_ring=as_map(_ring(tgt, frame, xs, ys)),
         reference_ring=as_map(_ring(ref, _face_frame(ref), xs, ys)),
-        seam_band=as_map(band), seam_kernel=kernel.astype(np.float32),
+        seam_band=as_map(band[rows, cols]),
+        seam_kernel_rows=np.ascontiguousarray(kernel[rows, rows], np.float32),
+        seam_kernel_cols=np.ascontiguousarray(kernel[cols, cols], np.float32),
         output_landmarks=out.astype(np.float32))
+
+
+def _active_cells(active: np.ndarray, g: int) -> tuple[int, int, int, int]:
+    """Row and column range [r0, r1) x [c0, c1) of the active cells plus one cell of margin."""
+    rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
+    if rows.size == 0:  # nothing changes: a one-cell window in the middle
+        return g // 2, g // 2 + 1, g // 2, g // 2 + 1
+    return max(0, rows[0] - 1), min(g, rows[-1] + 2), max(0, cols[0] - 1), min(g, cols[-1] + 2)
+
+
+def _shift_ramp(ramp: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The nose ramp's affine terms for window coordinates (crop = window + shift)."""
+    out = ramp.astype(np.float64).copy()
+    out[2] += ramp[0] * shift[0] + ramp[1] * shift[1]
+    out[5] += ramp[3] * shift[0] + ramp[4] * shift[1]
+    return out.astype(np.float32)
 
 
 def _nose_ramp(frame: _Frame, tgt: np.ndarray, y_nose: float, y_lip: float) -> np.ndarray:
@@ -289,15 +348,17 @@ def _evaluate_ramp(ramp: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarr
 
 # ---------------------------------------------------------------- pixels (numpy reference)
 
-def upsample(coarse: np.ndarray, side: int) -> np.ndarray:
-    """[C, G, G] -> [C, S, S]: linear, half-pixel centres, edge clamped (ONNX Resize linear)."""
-    g = coarse.shape[-1]
-    pos = np.clip((np.arange(side) + 0.5) * g / side - 0.5, 0, g - 1)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, g - 1)
-    f = (pos - i0).astype(np.float32)
-    rows = coarse[:, i0] * (1 - f)[None, :, None] + coarse[:, i1] * f[None, :, None]
-    return rows[:, :, i0] * (1 - f) + rows[:, :, i1] * f
+def upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[C, Gh, Gw] -> [C, H, W]: linear, half-pixel centres, edge clamped (ONNX Resize linear)."""
+    def axis(cells: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(size) + 0.5) * cells / size - 0.5, 0, cells - 1)
+        i0 = np.floor(pos).astype(int)
+        return i0, np.minimum(i0 + 1, cells - 1), (pos - i0).astype(np.float32)
+
+    r0, r1, fy = axis(coarse.shape[-2], height)
+    c0, c1, fx = axis(coarse.shape[-1], width)
+    rows = coarse[:, r0] * (1 - fy)[None, :, None] + coarse[:, r1] * fy[None, :, None]
+    return rows[:, :, c0] * (1 - fx) + rows[:, :, c1] * fx
 
 
 def sample_bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -337,27 +398,32 @@ def colour_transfer(target: np.ndarray, reference: np.ndarray, target_ring: np.n
 
 
 def render_numpy(plan: TransplantPlan, target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pixel stage in numpy: the same arithmetic as the ONNX graph."""
-    s = plan.side_px
-    base = np.arange(s, dtype=np.float32)
-    t_off = upsample(plan.target_offset[0], s)
-    r_off = upsample(plan.reference_offset[0], s)
-    blend = upsample(plan.blend_mask[0], s)[0] * _evaluate_ramp(plan.nose_ramp, base[None, :], base[:, None])
-    paste = np.maximum(blend, upsample(plan.warp_mask[0], s)[0])
+    """The pixel stage in numpy: the same arithmetic as the ONNX graph (on the plan's window)."""
+    crop, mask = render_window_numpy(plan, target, reference)
+    return plan.compose(target, crop, mask)
+
+
+def render_window_numpy(plan: TransplantPlan, target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, _, w, h = plan.window
+    bx, by = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)
+    t_off = upsample(plan.target_offset[0], h, w)
+    r_off = upsample(plan.reference_offset[0], h, w)
+    blend = upsample(plan.blend_mask[0], h, w)[0] * _evaluate_ramp(plan.nose_ramp, bx[None, :], by[:, None])
+    paste = np.maximum(blend, upsample(plan.warp_mask[0], h, w)[0])
     blend = blend[..., None]
-    warped_t = sample_bilinear(target, base[None, :] + t_off[0], base[:, None] + t_off[1])
-    warped_r = sample_bilinear(reference, base[None, :] + r_off[0], base[:, None] + r_off[1])
+    warped_t = sample_bilinear(target, bx[None, :] + t_off[0], by[:, None] + t_off[1])
+    warped_r = sample_bilinear(reference, bx[None, :] + r_off[0], by[:, None] + r_off[1])
     matrix, bias = colour_transfer(target, reference, plan.target_ring[0, 0], plan.reference_ring[0, 0])
     matched = warped_r @ matrix.T + bias
     # Membrane-like seam correction (a cheap stand-in for Poisson blending, Perez et al. 2003):
     # the low-frequency mismatch measured on the seam band is spread inwards and added.
-    g = plan.seam_band.shape[-1]
-    step = s // g
-    diff = (warped_t - matched).reshape(g, step, g, step, 3).mean((1, 3)).transpose(2, 0, 1)
-    band, kernel = plan.seam_band[0], plan.seam_kernel
-    numerator = kernel @ (diff * band) @ kernel.T
-    denominator = kernel @ band @ kernel.T
-    matched = matched + upsample(numerator / (denominator + 1e-3), s).transpose(1, 2, 0)
+    step = COARSE_STEP_PX
+    gh, gw = h // step, w // step
+    diff = (warped_t - matched).reshape(gh, step, gw, step, 3).mean((1, 3)).transpose(2, 0, 1)
+    band, rows, cols = plan.seam_band[0], plan.seam_kernel_rows, plan.seam_kernel_cols
+    numerator = rows @ (diff * band) @ cols.T
+    denominator = rows @ band @ cols.T
+    matched = matched + upsample(numerator / (denominator + 1e-3), h, w).transpose(1, 2, 0)
     # paste_crop blends with the paste mask again: give the reference its share relative to it.
     share = np.minimum(blend / np.maximum(paste[..., None], 1e-6), 1.0)
     composite = warped_t + share * (matched - warped_t)
@@ -379,7 +445,7 @@ class TransplantGraph:
 
     def render(self, plan: TransplantPlan, target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crop, mask = self._session.run(list(OUTPUTS), plan.feeds(target, reference))
-        return crop[0], mask[0]
+        return plan.compose(target, crop[0], mask[0])
 
 
 def transplant_mouth(target_crop: np.ndarray, target_landmarks: np.ndarray, reference_crop: np.ndarray,

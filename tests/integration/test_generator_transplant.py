@@ -1,0 +1,82 @@
+"""The generator stage's transplant mode (optional `reference` inputs) served by a real
+tritonserver: two frames of the real talking video, a closed mouth given an open one."""
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.stages import StageUnavailable, TritonStages
+from preprocess.align import extract_crop, face_crop_box
+from preprocess.decode import iter_video_frames
+from tests.integration.fixtures_triton import TritonServer
+from tests.servers import MEDIA_DIR
+
+pytestmark = pytest.mark.integration
+
+FACE_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "face_detection" / "1"
+CLOSED_FRAME, OPEN_FRAME = 0, 29  # talk_a at 22.1 fps: lips together / open with teeth
+SIDE_PX = 256
+
+
+@pytest.fixture
+async def stages(triton: TritonServer) -> AsyncIterator[TritonStages]:
+    client = TritonStages(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def pair() -> dict[str, np.ndarray]:
+    if str(FACE_DIR) not in sys.path:
+        sys.path.insert(0, str(FACE_DIR))
+    from facemesh import FaceMesh
+
+    mesh = FaceMesh(FACE_DIR)
+    out: dict[str, np.ndarray] = {}
+    for index, frame in enumerate(iter_video_frames(MEDIA_DIR / "talk_a.mp4", 22.131, (480, 480))):
+        if index in (CLOSED_FRAME, OPEN_FRAME):
+            landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
+            box = face_crop_box(landmarks, size=SIDE_PX)
+            name = "closed" if index == CLOSED_FRAME else "open"
+            out[name], out[name + "_landmarks"] = extract_crop(frame, box), box.to_crop(landmarks)
+        if index >= OPEN_FRAME:
+            break
+    return out
+
+
+def lip_gap_iod(landmarks: np.ndarray) -> float:
+    gap = np.mean([np.linalg.norm(landmarks[b, :2] - landmarks[a, :2]) for a, b in ((82, 87), (13, 14), (312, 317))])
+    return float(gap / np.linalg.norm(landmarks[263, :2] - landmarks[33, :2]))
+
+
+async def test_reference_mouth_is_transplanted(stages: TritonStages, pair: dict[str, np.ndarray]) -> None:
+    source = np.stack([pair["closed"], pair["closed"]])
+    landmarks = np.stack([pair["closed_landmarks"], pair["closed_landmarks"]])
+    reference = np.stack([pair["open"], pair["closed"]])  # frame 1: its own mouth (identity)
+    reference_landmarks = np.stack([pair["open_landmarks"], pair["closed_landmarks"]])
+    out = await stages.generate(source, landmarks, np.zeros((2, 8), np.float32), np.zeros((2, 4), np.float32),
+                                reference=reference, reference_landmarks=reference_landmarks)
+    assert out.frames.shape == (2, SIDE_PX, SIDE_PX, 3) and out.masks.shape == (2, SIDE_PX, SIDE_PX)
+    # Outside the paste mask the crop is the source, bit for bit; the mouth region changed.
+    outside = out.masks[0] == 0
+    assert np.array_equal(out.frames[0][outside], pair["closed"][outside])
+    async def gap(image: np.ndarray) -> float:  # measured the same way on all three crops
+        return lip_gap_iod((await stages.detect_faces(image, max_faces=1))[0].landmarks)
+
+    closed, opened, got = await gap(pair["closed"]), await gap(pair["open"]), await gap(out.frames[0])
+    assert opened > closed + 0.05
+    assert abs(got - opened) < 0.4 * (opened - closed)
+    # The frame's own mouth as reference gives the frame back (up to resampling).
+    inside = out.masks[1] > 0
+    assert np.abs(out.frames[1].astype(int) - pair["closed"])[inside].mean() < 1.5
+
+
+async def test_mismatched_reference_is_a_request_error(stages: TritonStages, pair: dict[str, np.ndarray]) -> None:
+    with pytest.raises((StageUnavailable, ValueError)):
+        await stages.generate(pair["closed"][None], pair["closed_landmarks"][None], np.zeros((1, 8), np.float32),
+                              np.zeros((1, 4), np.float32), reference=pair["open"][None, :128, :128],
+                              reference_landmarks=pair["open_landmarks"][None])
