@@ -62,13 +62,20 @@ def smooth_boxes(boxes: list[CropBox], window: int = 9) -> list[CropBox]:
 
 
 def extract_crop(image: np.ndarray, box: CropBox) -> np.ndarray:
-    """Sample the crop (bilinear), replicating the image edge where the box leaves it."""
+    """Sample the crop (bilinear), replicating the image edge where the box leaves it.
+
+    Only the box's own region is cut out (and edge-padded when it leaves the frame), so the
+    cost does not depend on the frame size."""
     h, w = image.shape[:2]
-    pad = int(np.ceil(max(0.0, -box.x0, -box.y0, box.x0 + box.side - w, box.y0 + box.side - h))) + 2
-    src = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad > 2 else image
-    off = pad if pad > 2 else 0
-    region = (box.x0 + off, box.y0 + off, box.x0 + off + box.side, box.y0 + off + box.side)
-    crop = Image.fromarray(src).transform(
-        (box.size, box.size), Image.Transform.EXTENT, region, resample=Image.Resampling.BILINEAR
-    )
+    x0, y0 = int(np.floor(box.x0)) - 1, int(np.floor(box.y0)) - 1
+    x1, y1 = int(np.ceil(box.x0 + box.side)) + 2, int(np.ceil(box.y0 + box.side)) + 2
+    sub = image[max(0, y0) : max(0, min(h, y1)), max(0, x0) : max(0, min(w, x1))]
+    if sub.size == 0:
+        sub = image[: min(h, 1), : min(w, 1)]
+    pads = ((max(0, -y0), max(0, y1 - max(h, y0))), (max(0, -x0), max(0, x1 - max(w, x0))), (0, 0))
+    if any(p for pair in pads[:2] for p in pair):
+        sub = np.pad(sub, pads, mode="edge")
+    region = (box.x0 - x0, box.y0 - y0, box.x0 - x0 + box.side, box.y0 - y0 + box.side)
+    crop = Image.fromarray(np.ascontiguousarray(sub)).resize(
+        (box.size, box.size), Image.Resampling.BILINEAR, box=region)
     return np.asarray(crop)
