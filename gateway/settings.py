@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     session_ttl_s: int = 30 * 24 * 3600
     nats_timeout_s: float = 5.0
     triton_ready_timeout_s: float = 2.0
+    access_log: bool = False  # one log line per request costs CPU under load
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
     admin_app_credits: int = 1000

@@ -27,7 +27,7 @@ from orchestrator.talking_image import AnimatedFace, place_in_timeline, render_s
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from postprocess.storage import Storage
 from preprocess import probe as probing
-from preprocess.audio import FEATURE_RATE_HZ, decode_audio, fit_length, normalise_loudness, resample_linear
+from preprocess.audio import FEATURE_RATE_HZ, decode_audio, fit_length, loudness_gain
 from preprocess.decode import iter_video_frames, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
@@ -132,8 +132,15 @@ class Voice:
 
 
 def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
-    output = normalise_loudness(decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s))
-    return Voice(output=output, features=resample_linear(output, AUDIO_RATE_HZ, FEATURE_RATE_HZ))
+    # Decoded twice by PyAV's resampler (cheaper in memory than resampling in numpy), and
+    # both copies scaled in place by one gain measured on the feature-rate signal.
+    features = decode_audio(path, FEATURE_RATE_HZ, settings.max_audio_s)
+    output = decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s)
+    gain = np.float32(loudness_gain(features))
+    features *= gain
+    output *= gain
+    np.clip(output, -1.0, 1.0, out=output)
+    return Voice(output=output, features=features)
 
 
 async def _speech(res: JobResources, voice: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +223,8 @@ def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndar
         peak = float(np.max(np.abs(mix))) if mix.size else 0.0
         mix = mix * (0.95 / peak) if peak > 0.95 else mix
         return [0.0] * len(voices), mix.astype(np.float32)
+    if len(voices) == 1:
+        return [0.0], voices[0].output
     sequence = list(range(len(voices)))
     if order == "right_left":
         sequence.reverse()

@@ -24,7 +24,7 @@ class Mp4Writer:
                  crf: int = 20, preset: str = "veryfast") -> None:
         self.path = path
         self.fps = fps
-        self._audio = audio.astype(np.float32)
+        self._audio = np.asarray(audio, dtype=np.float32)  # no copy when already float32
         self._audio_pos = 0
         self._frames = 0
         self._container = av.open(str(path), mode="w", options={"movflags": "+faststart"})

@@ -16,10 +16,23 @@ PEAK_LIMIT = 0.95
 
 
 def decode_audio(path: Path, rate_hz: int, max_duration_s: float) -> np.ndarray:
-    """Decode the first audio stream to mono float32 at `rate_hz`, refusing long audio early."""
-    chunks: list[np.ndarray] = []
-    total = 0
+    """Decode the first audio stream to mono float32 at `rate_hz`, refusing long audio early.
+
+    Samples go straight into one growing buffer (doubling), so the peak is about twice
+    the decoded audio rather than a list of chunks plus their concatenation."""
     limit = int(max_duration_s * rate_hz) + rate_hz
+    buffer = np.empty(rate_hz * 30, np.float32)
+    total = 0
+
+    def append(chunk: np.ndarray) -> None:
+        nonlocal buffer, total
+        if total + chunk.size > buffer.size:
+            grown = np.empty(max(buffer.size * 2, total + chunk.size), np.float32)
+            grown[:total] = buffer[:total]
+            buffer = grown
+        buffer[total : total + chunk.size] = chunk
+        total += chunk.size
+
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
@@ -27,55 +40,52 @@ def decode_audio(path: Path, rate_hz: int, max_duration_s: float) -> np.ndarray:
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += chunk.size
+                    append(out.to_ndarray().reshape(-1))
                 if total > limit:
                     raise MediaError("audio_too_long", f"Audio is longer than {max_duration_s:.0f} s")
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                append(out.to_ndarray().reshape(-1))
     except av.error.FFmpegError as exc:
         raise MediaError("unsupported_media", f"The audio could not be decoded: {exc}") from exc
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if samples.size == 0:
+    if total == 0:
         raise MediaError("empty_audio", "The audio is empty")
-    if samples.size > max_duration_s * rate_hz + rate_hz // 100:
+    if total > max_duration_s * rate_hz + rate_hz // 100:
         raise MediaError("audio_too_long", f"Audio is longer than {max_duration_s:.0f} s")
-    return samples
+    return buffer[:total].copy() if buffer.size > total * 1.25 else buffer[:total]
 
 
-def normalise_loudness(samples: np.ndarray) -> np.ndarray:
-    """Scale speech to a common RMS level (measured on its voiced part) with a peak limit."""
-    if samples.size == 0:
-        return samples
+def loudness_gain(samples: np.ndarray) -> float:
+    """Gain that brings speech to a common RMS level (measured on its voiced part), with a
+    peak limit; 1.0 for silence. Computed in frames, without copying the signal."""
     frame = 1024
-    usable = samples[: samples.size // frame * frame].reshape(-1, frame) if samples.size >= frame else samples[None]
-    rms = np.sqrt(np.mean(usable.astype(np.float64) ** 2, axis=1))
+    count = samples.size // frame
+    if count == 0:
+        frames = samples[None, :].astype(np.float64)
+    else:
+        frames = samples[: count * frame].reshape(count, frame)
+    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1])
     voiced = rms[rms > max(1e-4, float(np.percentile(rms, 50)) * 0.5)]
     level = float(np.sqrt(np.mean(voiced**2))) if voiced.size else 0.0
     if level < 1e-5:
-        return samples.astype(np.float32)  # silence stays silence
+        return 1.0  # silence stays silence
     gain = 10 ** (TARGET_RMS_DBFS / 20) / level
     peak = float(np.max(np.abs(samples))) * gain
     if peak > PEAK_LIMIT:
         gain *= PEAK_LIMIT / peak
-    return (samples * gain).astype(np.float32)
+    return gain
 
 
-def resample_linear(samples: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
-    """Band-limited enough for feature extraction when going down by an integer-ish ratio."""
-    if from_hz == to_hz:
+def normalise_loudness(samples: np.ndarray) -> np.ndarray:
+    """Scale speech to a common RMS level with a peak limit (a new float32 array)."""
+    if samples.size == 0:
         return samples
-    from scipy.signal import resample_poly  # noqa: PLC0415 - only needed here
-
-    from math import gcd  # noqa: PLC0415
-
-    g = gcd(from_hz, to_hz)
-    return resample_poly(samples, to_hz // g, from_hz // g).astype(np.float32)
+    return (samples * np.float32(loudness_gain(samples))).astype(np.float32, copy=False)
 
 
 def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
-    """Pad with silence or cut to exactly `length` samples."""
+    """Pad with silence or cut to exactly `length` samples (a view when cutting)."""
     if samples.size >= length:
         return samples[:length]
-    return np.concatenate([samples, np.zeros(length - samples.size, np.float32)])
+    out = np.zeros(length, np.float32)
+    out[: samples.size] = samples
+    return out

@@ -97,7 +97,10 @@ class Mesh:
     def _spawn(self, name: str) -> None:
         argv, env = self.specs[name]
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # Each child leads its own process group, so that its own children (Triton's Python
+        # backend stubs) can be stopped with it, even after the child itself was killed.
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         out.close()
         self.children[name] = proc
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
@@ -115,13 +118,13 @@ class Mesh:
                 raise SystemExit(f"lipsyncd: {name} keeps exiting (code {proc.returncode}):\n" + "\n".join(tail))
             self.restarts[name] = [*recent, now]
             print(f"lipsyncd: {name} exited with code {proc.returncode}; restarting", flush=True)
+            _kill_group(proc.pid, signal.SIGKILL)  # orphaned grandchildren of the dead child
             self._spawn(name)
 
     def stop(self) -> None:
         children = list(self.children.values())[::-1]
         for proc in children:
-            if proc.poll() is None:
-                proc.terminate()
+            _kill_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
         for proc in children:
             try:
@@ -129,6 +132,7 @@ class Mesh:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _kill_group(proc.pid, signal.SIGKILL)
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -138,6 +142,13 @@ class Mesh:
                 return
             time.sleep(0.5)
         raise SystemExit(f"lipsyncd: {what} did not become ready within {timeout_s:.0f} s")
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already gone
 
 
 def _tcp_open(port: int) -> bool:
