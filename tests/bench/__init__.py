@@ -1,0 +1,1 @@
+"""`make bench`: throughput, overhead, real-time factor and memory of the running mesh."""
