@@ -32,10 +32,14 @@ class CropBox:
 
 
 def crop_size_for(face_side_px: float, short_side: int) -> int:
-    """Crop resolution: the face's own pixels, at least 192, at most 512, a multiple of 32."""
+    """Crop resolution: the face's own pixels, at most 256 at 480p and 384 at 720p.
+
+    The generator's cost grows with the square of the crop side; at 480p a 256 crop of a
+    large face is upsampled by at most ~1.4x when pasted back, which is hardly visible,
+    and halves the render time compared with a native-resolution crop."""
     wanted = face_side_px * CROP_FACE_RATIO
     base = 256 if short_side <= 480 else 384
-    size = int(min(512, max(192, min(wanted, base * 1.5))))
+    size = int(min(base, max(192, wanted)))
     return max(192, size // 32 * 32)
 
 
