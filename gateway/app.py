@@ -4,20 +4,20 @@ the billing responder."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from gateway import files
 from gateway.api import account, health, uploads
 from gateway.api import jobs as job_routes
+from gateway.api.deps import document_bearer_auth
 from gateway.api.errors import install_error_handlers
 from gateway.billing.settlement import Outcome, raise_reservation, settle
 from gateway.context import GatewayContext
-from gateway.metrics import HTTP_REQUESTS, JOBS_SETTLED, RESERVATIONS
+from gateway.metrics import JOBS_SETTLED, RESERVATIONS, ObserveRequests
 from gateway.settings import Settings
 from proto import lipsync_pb2
 
@@ -61,18 +61,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.db.dispose()
 
 
-async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    started_s = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    HTTP_REQUESTS.labels(
-        method=request.method,
-        route=getattr(route, "path", "unmatched"),
-        status=str(response.status_code),
-    ).observe(time.perf_counter() - started_s)
-    return response
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -85,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = GatewayContext.build(settings)
     install_error_handlers(app)
-    app.middleware("http")(_observe)
+    document_bearer_auth(app)
+    app.add_middleware(ObserveRequests)
     app.include_router(job_routes.router)
     app.include_router(uploads.router)
     app.include_router(account.router)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.accounts.keycache import KeyCache
 from gateway.api.ratelimit import RateLimiter
 from gateway.billing.pricing import PriceTable
 from gateway.bus import JobBus
 from gateway.db import Database
 from gateway.files import FileSigner
+from gateway.jobviews import FinishedJobs
 from gateway.settings import Settings
 
 
@@ -19,6 +21,8 @@ class GatewayContext:
     signer: FileSigner
     prices: PriceTable
     rate_limiter: RateLimiter
+    key_cache: KeyCache
+    finished_jobs: FinishedJobs
 
     @classmethod
     def build(cls, settings: Settings) -> "GatewayContext":
@@ -36,4 +40,6 @@ class GatewayContext:
                 min_billed_duration_s=settings.min_billed_duration_s,
             ),
             rate_limiter=RateLimiter(),
+            key_cache=KeyCache(settings.api_key_cache_ttl_s),
+            finished_jobs=FinishedJobs(),
         )

@@ -35,6 +35,7 @@ from gateway.billing.settlement import (
 from gateway.bus import BusUnavailableError
 from gateway.context import GatewayContext
 from gateway.files import FileSigner
+from gateway.jobviews import JobView, read_owned_job
 from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from proto import lipsync_pb2
@@ -226,12 +227,23 @@ def _owned_job(session: Session, account_id: str, job_id: str) -> Job:
 
 
 async def read_job(ctx: GatewayContext, principal: Principal, job_id: str) -> JobPublic:
-    job = await ctx.db.run_async(lambda s: _owned_job(s, principal.account_id, job_id))
+    """A finished job from memory, else one read-only query; the bus is asked for live
+    progress only while the job is processing."""
+    job = ctx.finished_jobs.get(principal.account_id, job_id)
+    if job is None:
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise not_found() from None
+        job = await ctx.db.read_async(lambda c: read_owned_job(c, principal.account_id, job_id))
+        if job is None:
+            raise not_found()  # someone else's job does not exist, as far as you can tell
+        ctx.finished_jobs.remember(principal.account_id, job)
     live = await _live_status(ctx, job)
     return to_public(job, live, ctx.signer, ctx.settings.output_url_ttl_s)
 
 
-async def _live_status(ctx: GatewayContext, job: Job) -> lipsync_pb2.JobStatus | None:
+async def _live_status(ctx: GatewayContext, job: Job | JobView) -> lipsync_pb2.JobStatus | None:
     if job.status != PROCESSING or not ctx.bus.ready:
         return None
     try:
@@ -248,7 +260,7 @@ def iso_utc(value: dt.datetime | None) -> str | None:
 
 
 def to_public(
-    job: Job, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
+    job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
 ) -> JobPublic:
     outcome = Outcome(
         status=job.status,

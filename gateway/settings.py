@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     session_ttl_s: int = 30 * 24 * 3600
     nats_timeout_s: float = 5.0
     triton_ready_timeout_s: float = 2.0
+    # Verified API keys are remembered this long per process; a key revoked through another
+    # replica keeps working there for at most this long. 0 turns the cache off.
+    api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
     access_log: bool = False  # one log line per request costs CPU under load
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000

@@ -130,6 +130,7 @@ async def create_api_key(ctx: Ctx, user: SessionUser, body: KeyCreate | None = N
 async def revoke_api_key(key_id: str, ctx: Ctx, user: SessionUser) -> Response:
     if not await ctx.db.run_async(lambda s: keys.revoke_key(s, user.account_id, key_id)):
         raise not_found("API key")
+    ctx.key_cache.invalidate_key(key_id)
     return Response(status_code=204)
 
 

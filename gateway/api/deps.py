@@ -2,9 +2,9 @@
 (API key for /api/v1, or a dashboard session) with the plan's rate limit applied."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, FastAPI, Request
 from sqlalchemy.orm import Session
 
 from gateway.accounts import keys, sessions
@@ -13,6 +13,7 @@ from gateway.api.errors import ApiError, unauthorized
 from gateway.context import GatewayContext
 
 LOGIN_REQUIRED = "Please log in to create and manage API keys."
+API_KEY_HELP = "Authorization: Bearer sk_...; without it, the dashboard session cookie."
 
 
 def get_context(request: Request) -> GatewayContext:
@@ -44,7 +45,7 @@ async def _from_api_key(ctx: GatewayContext, token: str) -> Principal | None:
 
     if keys.parse_key(token) is None:  # typo or garbage: no database round trip
         return None
-    return await ctx.db.run_async(lookup)
+    return await ctx.key_cache.resolve(token, lambda: ctx.db.run_async(lookup))
 
 
 async def _from_session(ctx: GatewayContext, token: str) -> Principal | None:
@@ -64,12 +65,12 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else ""
 
 
-async def require_caller(
-    request: Request, ctx: Ctx, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
+async def require_caller(request: Request) -> Principal:
     """An API key (spends API credits) or, without an Authorization header, a dashboard
-    session cookie (spends app credits)."""
-    token = _bearer(authorization)
+    session cookie (spends app credits). The context is read straight off the app rather
+    than as a sub-dependency: this runs on every API call, job polls included."""
+    ctx = get_context(request)
+    token = _bearer(request.headers.get("authorization"))
     principal: Principal | None = None
     if token is not None:
         principal = await _from_api_key(ctx, token) if token else None
@@ -89,6 +90,25 @@ async def require_session(request: Request, ctx: Ctx) -> Principal:
     if principal is None:
         raise ApiError(401, "unauthorized", LOGIN_REQUIRED)
     return principal
+
+
+def document_bearer_auth(app: FastAPI, path_prefix: str = "/api/v1/") -> None:
+    """Declare in the OpenAPI schema what `require_caller` reads from the request itself
+    (a Header() parameter would cost FastAPI per-request work on every poll)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["apiKey"] = {"type": "http", "scheme": "bearer", "description": API_KEY_HELP}
+            for path, operations in schema.get("paths", {}).items():
+                if path.startswith(path_prefix):
+                    for operation in operations.values():
+                        operation["security"] = [{"apiKey": []}]
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 Caller = Annotated[Principal, Depends(require_caller)]

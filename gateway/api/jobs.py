@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 
 from gateway import jobs
-from gateway.api.deps import Caller, Ctx
+from gateway.api.deps import Caller, Ctx, get_context
 from gateway.api.schemas import (
     HttpUrl,
     ImageJobCreate,
@@ -69,9 +69,10 @@ async def create_multi_job(
 
 
 @router.get("/jobs/{requestId}", response_model=JobPublic)
-async def get_job(requestId: str, ctx: Ctx, caller: Caller) -> JobPublic:  # noqa: N803
+async def get_job(requestId: str, request: Request, caller: Caller) -> JobPublic:  # noqa: N803
     """Job status and result; poll every 5-10 s until completed or failed."""
-    return await jobs.read_job(ctx, caller, requestId)
+    # The hot polling path: one dependency (the caller), the context taken directly.
+    return await jobs.read_job(get_context(request), caller, requestId)
 
 
 @router.post("/jobs/{requestId}/cancel", response_model=JobPublic)

@@ -120,6 +120,27 @@ async def test_another_accounts_job_is_404(
     assert unknown.status_code == 404
 
 
+async def test_a_job_is_read_fresh_while_processing_then_from_memory_once_finished(
+    client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext
+) -> None:
+    from gateway.billing.settlement import Outcome, settle
+
+    owner, stranger = make_account(), make_account()
+    job_id = (await submit(client, owner)).json()["id"]
+    url = f"/api/v1/jobs/{job_id}"
+    assert (await client.get(url, headers=owner.headers)).json()["status"] == "processing"
+    assert ctx.finished_jobs.get(owner.account_id, job_id) is None
+
+    outcome = Outcome(status="completed", output_key="outputs/done.mp4", execution_time_ms=900)
+    assert ctx.db.run(lambda s: settle(s, ctx.prices, job_id, outcome))
+    first = await client.get(url, headers=owner.headers)
+    assert first.json()["status"] == "completed" and first.json()["output"]
+    assert ctx.finished_jobs.get(owner.account_id, job_id) is not None
+    second = await client.get(url, headers=owner.headers)
+    assert second.status_code == 200 and second.json() == first.json()
+    assert (await client.get(url, headers=stranger.headers)).status_code == 404
+
+
 async def test_insufficient_credits_is_402_and_records_nothing(
     client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext
 ) -> None:
