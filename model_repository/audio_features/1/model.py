@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from mouthcues.acoustics import SAMPLE_RATE_HZ  # noqa: E402
-from mouthcues.phones import AllphoneDecoder  # noqa: E402
+from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class TritonPythonModel:
     """audio (FP32 [-1], 16 kHz mono) + fps (FP32 [1]) → mouth_params [T, 8], energy [T], phones."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        self._decoder = AllphoneDecoder()
+        self._decoder = PhoneRecognizer()
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return [self._answer(request) for request in requests]

@@ -4,8 +4,8 @@ Technique: dominance-function blending of viseme targets (Cohen & Massaro 1993, 
 coarticulation in synthetic visual speech"). Each phone's dominance is flat over its own
 interval and decays exponentially outside it, more slowly before it than after it, so the
 mouth anticipates upcoming sounds instead of lagging them. The blend is followed by a
-zero-phase critically damped smoother, and bilabial closures are re-imposed afterwards so
-that short /p b m/ are never smoothed away.
+zero-phase critically damped smoother; bilabial closures are imposed afterwards (on the video
+frames, `closures.py`) so that short /p b m/ are never smoothed away.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from scipy.signal import filtfilt
 
 from .phones import PhoneSegment
-from .visemes import BILABIALS, CLOSURE, JAW, LIP_OPEN, N_SHAPE, REST, viseme_for
+from .visemes import CLOSURE, JAW, LIP_OPEN, N_SHAPE, REST, viseme_for
 
 TRACK_RATE_HZ = 100
 ANTICIPATION_FACTOR = 0.6  # dominance decays at 0.6x its rate before a phone: anticipation
@@ -33,7 +33,6 @@ class PhoneTracks:
 
     shape: np.ndarray  # [N, N_SHAPE] blended viseme targets
     speech_weight: np.ndarray  # [N] share of dominance held by speech phones (0 = silence/noise)
-    bilabial: np.ndarray  # [N] bool: inside a /p b m/ closure
 
 
 def blend_dominance(segments: Sequence[PhoneSegment], n_frames: int) -> PhoneTracks:
@@ -43,7 +42,6 @@ def blend_dominance(segments: Sequence[PhoneSegment], n_frames: int) -> PhoneTra
     numerator += REST_FLOOR * REST.target
     speech = np.zeros(n_frames)
     total = np.full(n_frames, REST_FLOOR)
-    bilabial = np.zeros(n_frames, dtype=bool)
     times_s = np.arange(n_frames) / TRACK_RATE_HZ
     for segment in segments:
         viseme = viseme_for(segment.phone)
@@ -65,12 +63,7 @@ def blend_dominance(segments: Sequence[PhoneSegment], n_frames: int) -> PhoneTra
         total[first:last] += weight
         if viseme.is_speech:
             speech[first:last] += weight
-        if segment.phone.upper() in BILABIALS:
-            # Lips stay shut until the release burst that ends the segment.
-            lo = int(round(segment.start_s * TRACK_RATE_HZ))
-            hi = max(int(round(segment.end_s * TRACK_RATE_HZ)), lo + 1)
-            bilabial[lo:hi] = True
-    return PhoneTracks(numerator / denominator, speech / total, bilabial[:n_frames])
+    return PhoneTracks(numerator / denominator, speech / total)
 
 
 def smooth_critically_damped(
@@ -85,15 +78,6 @@ def smooth_critically_damped(
     if tracks.shape[0] < 4:
         return tracks.copy()
     return filtfilt(b, a, tracks, axis=0, padlen=min(9, tracks.shape[0] - 1))
-
-
-def sharpen_closure(shape: np.ndarray, low: float = 0.35, high: float = 0.85) -> np.ndarray:
-    """Make the closure parameter mean "pressed": lips merely approaching a /p/ (the blended
-    ramp below `low`) do not count, and anything past `high` is fully shut."""
-    out = shape.copy()
-    t = np.clip((out[:, CLOSURE] - low) / (high - low), 0.0, 1.0)
-    out[:, CLOSURE] = t * t * (3.0 - 2.0 * t)
-    return out
 
 
 def impose_closures(shape: np.ndarray, closure_mask: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Timed phones from speech with PocketSphinx allphone decoding (no transcript needed).
+"""Timed phones with PocketSphinx allphone decoding (no transcript), and the phone type.
 
-The CMU Sphinx en-us acoustic model and its phone bigram LM ship with the `pocketsphinx`
-wheel. The decoder is built once per stage instance (never at import) and decodes long
-audio piece by piece so its lattice memory stays bounded.
+Allphone is the fallback for speech the English word recogniser does not believe (other
+languages, noise): a phone-loop search with the en-us acoustic model and phone bigram LM
+that ship with the `pocketsphinx` wheel. The decoder is built once per stage instance
+(never at import) and is fed one bounded piece of audio at a time.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class DecoderSettings:
     phone_beam: float = 1e-20
 
 
+def to_pcm16(audio: np.ndarray) -> bytes:
+    """16-bit little-endian PCM bytes of float audio in [-1, 1], as PocketSphinx reads it."""
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+
+
 class AllphoneDecoder:
     """Phone-loop decoder over the en-us acoustic model."""
 
@@ -63,9 +69,8 @@ class AllphoneDecoder:
         """Phones of one piece of 16 kHz mono float audio, shifted by offset_s."""
         if audio.shape[0] < MIN_PIECE_S * SAMPLE_RATE_HZ:
             return []
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
         self._decoder.start_utt()
-        self._decoder.process_raw(pcm, full_utt=True)
+        self._decoder.process_raw(to_pcm16(audio), full_utt=True)
         self._decoder.end_utt()
         segments = [
             PhoneSegment(
@@ -79,11 +84,3 @@ class AllphoneDecoder:
             log.debug("allphone search found no path for %.2f s of audio", audio.shape[0] / SAMPLE_RATE_HZ)
         return segments
 
-    def decode_pieces(self, audio: np.ndarray, cut_frames: list[int]) -> list[PhoneSegment]:
-        """Decode audio split at 10 ms frame indices cut_frames (first 0, last the end)."""
-        hop = SAMPLE_RATE_HZ // FRAME_RATE_HZ
-        segments: list[PhoneSegment] = []
-        for first, last in zip(cut_frames[:-1], cut_frames[1:]):
-            piece = audio[first * hop : last * hop]
-            segments.extend(self.decode(piece, offset_s=first / FRAME_RATE_HZ))
-        return segments

@@ -1,26 +1,29 @@
 """Speech → per-video-frame mouth parameters: the whole `audio_features` computation.
 
-Phone-driven viseme tracks (allphone decoding + dominance co-articulation) are fused with
-language-independent acoustic tracks, gated by voice activity, led slightly ahead of the
-sound as real mouths are, and resampled to the requested frame rate.
+Phone-driven viseme tracks (word-aligned or allphone phones + dominance co-articulation) are
+fused with language-independent acoustic tracks, gated by voice activity, led slightly ahead
+of the sound as real mouths are, and resampled to the requested frame rate; bilabial closures
+are placed on the video frames at their own time, held long enough to be seen.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from .acoustics import SAMPLE_RATE_HZ, TRACK_RATE_HZ, AcousticTracks, analyse_audio, quiet_cut_points
+from .closures import closure_frames, closure_intervals
 from .coarticulation import (
     PhoneTracks,
     blend_dominance,
     impose_closures,
-    sharpen_closure,
     smooth_critically_damped,
 )
-from .phones import AllphoneDecoder, PhoneSegment
+from .phones import PhoneSegment
+from .recognition import PhoneDecoding, PhoneRecognizer
 from .visemes import CLOSURE, JAW, LIP_OPEN, LIP_ROUND, LIP_WIDTH, N_SHAPE, TEETH, TONGUE
 
 MOUTH_PARAMS: tuple[str, ...] = (
@@ -35,7 +38,8 @@ MOUTH_PARAMS: tuple[str, ...] = (
 )
 ACTIVITY = 7
 LEAD_S = 0.04  # the mouth shape is shown this much before the sound it belongs to
-PHONE_WEIGHT = 0.65  # share of the phone tracks where the decoder hears speech phones
+PHONE_WEIGHT = 0.65  # share of the phone tracks where allphone decoding hears speech phones
+ALIGNED_PHONE_WEIGHT = 0.8  # and where the phones are word-aligned (exact)
 DECODE_CHUNK_S = 30.0
 CUT_SEARCH_S = 3.0
 
@@ -54,7 +58,9 @@ def n_video_frames(n_samples: int, fps: float) -> int:
     return max(int(math.ceil(n_samples * fps / SAMPLE_RATE_HZ - 1e-9)), 0)
 
 
-def fuse_with_acoustics(phone: PhoneTracks, acoustic: AcousticTracks) -> np.ndarray:
+def fuse_with_acoustics(
+    phone: PhoneTracks, acoustic: AcousticTracks, phone_weight: np.ndarray | float = PHONE_WEIGHT
+) -> np.ndarray:
     """Shape tracks [N, N_SHAPE] from phones and acoustics.
 
     Phones decide the shape where the decoder hears speech phones; elsewhere (non-English,
@@ -63,7 +69,7 @@ def fuse_with_acoustics(phone: PhoneTracks, acoustic: AcousticTracks) -> np.ndar
     Everything is gated by voice activity, so silence is rest."""
     p = phone.shape
     energy, activity, voiced = acoustic.energy, acoustic.activity, acoustic.voicing
-    w = PHONE_WEIGHT * np.clip(phone.speech_weight, 0.0, 1.0)
+    w = phone_weight * np.clip(phone.speech_weight, 0.0, 1.0)
     loudness = 0.3 + 0.7 * np.sqrt(energy)
     open_acoustic = energy**0.6 * (0.35 + 0.65 * voiced) * (1.0 - 0.5 * acoustic.fricative)
     front = acoustic.frontness - 0.5
@@ -95,14 +101,15 @@ def _box_mean(track: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return (csum[hi] - csum[lo]) / (hi - lo).reshape((-1,) + (1,) * (track.ndim - 1))
 
 
-def _box_max(track: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.array([track[a:b].max() for a, b in zip(lo, hi)]) if lo.size else np.zeros(0)
-
-
 def resample_to_video(
-    shape: np.ndarray, acoustic: AcousticTracks, n_samples: int, fps: float
+    shape: np.ndarray,
+    acoustic: AcousticTracks,
+    n_samples: int,
+    fps: float,
+    closures_s: Sequence[tuple[float, float]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mouth_params [T, 8], energy [T]) at the video rate; mouth led by LEAD_S."""
+    """(mouth_params [T, 8], energy [T]) at the video rate; mouth led by LEAD_S, bilabial
+    closures (closures_s) shut the lips on the frames they cover, at their own time."""
     n_frames = n_video_frames(n_samples, fps)
     params = np.zeros((n_frames, len(MOUTH_PARAMS)), dtype=np.float32)
     energy = np.zeros(n_frames, dtype=np.float32)
@@ -110,9 +117,10 @@ def resample_to_video(
         return params, energy
     lo, hi = _frame_windows(n_frames, fps, LEAD_S, shape.shape[0])
     mouth = _box_mean(shape, lo, hi)
-    # Max-pool closure so a 30 ms /p/ still shuts the lips in a 40 ms video frame.
-    mouth[:, CLOSURE] = _box_max(shape[:, CLOSURE], lo, hi)
-    mouth = impose_closures(mouth, mouth[:, CLOSURE])
+    # The blended closure target only shapes the approach (it already pulls lip_open down);
+    # the lips are shut exactly on the frames the closures cover.
+    mouth[:, CLOSURE] = 0.0
+    mouth = impose_closures(mouth, closure_frames(closures_s, n_frames, fps))
     lo, hi = _frame_windows(n_frames, fps, 0.0, shape.shape[0])
     params[:, :N_SHAPE] = mouth
     params[:, ACTIVITY] = _box_mean(acoustic.activity, lo, hi)
@@ -124,7 +132,7 @@ def resample_to_video(
     return params, np.clip(energy, 0.0, 1.0)
 
 
-def extract_mouth_features(audio: np.ndarray, fps: float, decoder: AllphoneDecoder) -> MouthFeatures:
+def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecognizer) -> MouthFeatures:
     """Mouth parameters for 16 kHz mono float32 audio in [-1, 1] at fps video frames per second."""
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps}")
@@ -135,14 +143,15 @@ def extract_mouth_features(audio: np.ndarray, fps: float, decoder: AllphoneDecod
     cuts = quiet_cut_points(
         acoustic, int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ)
     )
-    segments = decoder.decode_pieces(audio, cuts)
+    decoding = decoder.decode_pieces(audio, cuts, acoustic.activity)
     # 3. Co-articulated viseme tracks (Cohen-Massaro dominance blending).
-    phone_tracks = blend_dominance(segments, acoustic.n_frames)
-    # 4. Fuse with acoustics, gate by voice activity, smooth without phase lag.
-    shape = smooth_critically_damped(fuse_with_acoustics(phone_tracks, acoustic))
-    # 5. Re-impose bilabial closures that smoothing softened (only where there is speech).
-    closure = phone_tracks.bilabial * (acoustic.activity > 0.2)
-    shape = impose_closures(sharpen_closure(shape), closure.astype(np.float64))
-    # 6. Resample to the video frame rate, mouth slightly ahead of the sound.
-    params, energy = resample_to_video(shape, acoustic, audio.shape[0], fps)
-    return MouthFeatures(params, energy, tuple(segments))
+    phone_tracks = blend_dominance(decoding.segments, acoustic.n_frames)
+    # 4. Fuse with acoustics (trusting word-aligned phones more), gate by voice activity,
+    #    smooth without phase lag.
+    weight = np.where(decoding.aligned_mask(acoustic.n_frames, TRACK_RATE_HZ), ALIGNED_PHONE_WEIGHT, PHONE_WEIGHT)
+    shape = smooth_critically_damped(fuse_with_acoustics(phone_tracks, acoustic, weight))
+    # 5. Resample to the video frame rate, mouth slightly ahead of the sound, bilabial
+    #    closures on the frames they cover (only where there is speech).
+    closures_s = closure_intervals(decoding.segments, acoustic.activity, TRACK_RATE_HZ)
+    params, energy = resample_to_video(shape, acoustic, audio.shape[0], fps, closures_s)
+    return MouthFeatures(params, energy, decoding.segments)

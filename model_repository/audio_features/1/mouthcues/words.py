@@ -1,0 +1,152 @@
+"""Exact phone timing for English speech: word recognition, then forced alignment to phones.
+
+PocketSphinx 5 recognises words with the en-us acoustic model, the general en-us trigram LM
+and the CMU pronouncing dictionary (all shipped in the wheel), scores each word by its
+lattice posterior, and, when the words are believable, re-decodes the same audio in
+state-alignment mode constrained to the recognised words and their pronunciations. Speech
+the recogniser does not believe (another language, noise, mumbling) is left to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .phones import FRAME_RATE_HZ, MIN_PIECE_S, SAMPLE_RATE_HZ, PhoneSegment, to_pcm16
+
+log = logging.getLogger(__name__)
+
+NON_WORDS = ("<s>", "</s>", "<sil>", "[", "+")  # sentence marks, silence, fillers
+# Pieces end wherever the audio was quietest, sometimes inside speech; a little trailing
+# silence lets the search end in </s> (otherwise the lattice can lack its final node and
+# the whole piece comes back without words).
+TAIL_SILENCE_S = 0.3
+
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """Word-search settings. Forward tree search only, histogram-pruned to 1000 active HMMs
+    and 5 word exits per frame: ~10x faster than real time on one core of this CPU at a
+    word error rate ~0.2 against the full default search; the bestpath lattice supplies
+    word posteriors for the confidence test."""
+
+    max_hmms_per_frame: int = 1000
+    max_words_per_frame: int = 5
+    # Real English speech scores a median word posterior of 0.8-1.0 with words covering
+    # 0.9-1.0 of its voiced time; Mandarin forced into English words has a median posterior
+    # ~0.3, and other languages or synthetic voices leave half or more of the voiced time
+    # to fillers and silences.
+    min_median_posterior: float = 0.6
+    min_coverage: float = 0.7
+    min_words: int = 2
+
+
+@dataclass(frozen=True)
+class RecognisedWord:
+    """One recognised word; frames are 10 ms PocketSphinx frames, end exclusive."""
+
+    word: str
+    start_frame: int
+    end_frame: int
+    posterior: float
+
+
+@dataclass(frozen=True)
+class AlignedPiece:
+    """Outcome of one piece: the words heard and, when believable, their timed phones."""
+
+    words: tuple[RecognisedWord, ...]
+    confidence: float  # median word posterior (0 when no words)
+    coverage: float  # share of the voice-active frames inside recognised words
+    phones: tuple[PhoneSegment, ...]  # empty when the words were not believable
+
+    @property
+    def aligned(self) -> bool:
+        return bool(self.phones)
+
+
+class WordAligner:
+    """Word recogniser + phone aligner over one PocketSphinx decoder (built once, reused)."""
+
+    def __init__(self, settings: RecognizerSettings = RecognizerSettings()) -> None:
+        import pocketsphinx  # heavy: imported when an aligner is actually built
+
+        model_dir = os.path.join(pocketsphinx.get_model_path(), "en-us")
+        self._settings = settings
+        self._decoder = pocketsphinx.Decoder(
+            hmm=os.path.join(model_dir, "en-us"),
+            lm=os.path.join(model_dir, "en-us.lm.bin"),
+            dict=os.path.join(model_dir, "cmudict-en-us.dict"),
+            fwdflat=False,
+            bestpath=True,
+            maxhmmpf=settings.max_hmms_per_frame,
+            maxwpf=settings.max_words_per_frame,
+            loglevel="FATAL",
+        )
+
+    def align(self, audio: np.ndarray, activity: np.ndarray, offset_s: float = 0.0) -> AlignedPiece:
+        """Recognise one piece; if the words are believable, return their timed phones.
+
+        activity: voice activity 0..1 of the piece per 10 ms frame (frame 0 at its start)."""
+        if audio.shape[0] < MIN_PIECE_S * SAMPLE_RATE_HZ:
+            return AlignedPiece((), 0.0, 0.0, ())
+        piece_end_s = offset_s + audio.shape[0] / SAMPLE_RATE_HZ
+        pcm = to_pcm16(np.concatenate([audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE_HZ), np.float32)]))
+        self._decode(pcm)
+        words = self._current_words()
+        confidence = float(np.median([w.posterior for w in words])) if words else 0.0
+        coverage = _coverage(words, activity)
+        settings = self._settings
+        if (
+            len(words) < settings.min_words
+            or confidence < settings.min_median_posterior
+            or coverage < settings.min_coverage
+        ):
+            return AlignedPiece(words, confidence, coverage, ())
+        try:
+            self._decoder.set_alignment()  # state alignment to the current word segmentation
+        except RuntimeError as exc:
+            log.debug("recognised words could not be aligned: %s", exc)
+            return AlignedPiece(words, confidence, coverage, ())
+        try:
+            self._decode(pcm)
+            alignment = self._decoder.get_alignment()
+            phones = tuple(
+                PhoneSegment(
+                    phone.name,
+                    offset_s + phone.start / FRAME_RATE_HZ,
+                    min(offset_s + (phone.start + phone.duration) / FRAME_RATE_HZ, piece_end_s),
+                )
+                for word in (alignment or ())
+                for phone in word
+                if phone.duration > 0 and offset_s + phone.start / FRAME_RATE_HZ < piece_end_s
+            )
+        finally:
+            self._decoder.activate_search()  # back to the LM search for the next piece
+        return AlignedPiece(words, confidence, coverage, phones)
+
+    def _decode(self, pcm: bytes) -> None:
+        self._decoder.start_utt()
+        self._decoder.process_raw(pcm, full_utt=True)
+        self._decoder.end_utt()
+
+    def _current_words(self) -> tuple[RecognisedWord, ...]:
+        return tuple(
+            RecognisedWord(seg.word.split("(")[0], seg.start_frame, seg.end_frame + 1, float(seg.prob))
+            for seg in self._decoder.seg() or ()  # None when the search found no path
+            if not seg.word.startswith(NON_WORDS)
+        )
+
+
+def _coverage(words: tuple[RecognisedWord, ...], activity: np.ndarray) -> float:
+    """Share of the voice-active frames (activity > 0.5) that fall inside recognised words."""
+    active = activity > 0.5
+    if not active.any():
+        return 0.0
+    inside = np.zeros(active.shape[0], dtype=bool)
+    for word in words:
+        inside[word.start_frame : word.end_frame] = True
+    return float(np.count_nonzero(inside & active)) / float(np.count_nonzero(active))
