@@ -15,6 +15,8 @@ GEN_MODELS := $(GEN_DIR)/.built
 TRANSPLANT_MODEL := $(GEN_DIR)/transplant.onnx
 PROTO_OUT := proto/lipsync_pb2.py
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+EVAL_ARGS ?=
 
 .PHONY: serve test unit integration e2e bench eval models proto install clean
 
@@ -28,10 +30,10 @@ unit: install proto models
 	$(PY) -m pytest -q tests/unit
 
 bench: install proto models
-	$(PY) -m tests.bench.run --out reports/bench.md
+	$(PY) -m tests.bench.run --out reports/bench.md $(BENCH_ARGS)
 
 eval: install proto models $(VENV)/.installed-eval
-	$(PY) -m tests.eval.run --out reports/eval.md
+	$(PY) -m tests.eval.run --out reports/eval.md $(EVAL_ARGS)
 
 $(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev,eval]'

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.e2e.media_checks import inspect_mp4, webhook_signature_ok
+from tests.e2e.media_checks import decode_frames, inspect_mp4, webhook_signature_ok
 from tests.e2e.mesh import Mesh
 from tests.servers import MediaServer, WebhookReceiver
 
@@ -79,3 +80,16 @@ def test_conversation_is_as_long_as_both_voices_in_turn(mesh: Mesh, media: Media
     facts = inspect_mp4(_download(str(job["output"])))
     assert abs(facts.audio_duration_s - 10.0) < 0.15
     assert abs(facts.video_duration_s - 10.0) < 0.15
+
+
+def test_same_inputs_and_seed_give_the_same_video(mesh: Mesh, media: MediaServer) -> None:
+    form = {"image": f"{media.url}/portrait_photo_b.png", "audio": f"{media.url}/speech_en_3.wav", "seed": 42}
+    first, second = (_submit(mesh, "lipsync-image", form) for _ in range(2))
+    videos = []
+    for job_id in (first, second):
+        job = mesh.wait_job(job_id)
+        assert job["status"] == "completed", job
+        assert job["seed"] == 42
+        videos.append(decode_frames(_download(str(job["output"])), every=5))
+    assert len(videos[0]) == len(videos[1])
+    assert all(np.array_equal(a, b) for a, b in zip(*videos))
