@@ -30,7 +30,7 @@ def select_faces(faces: list[DetectedFace], count: int, mask: np.ndarray | None)
         raise MediaError("face_not_found", "No face found in the image")
     if mask is not None:
         covered = [f for f in faces if mask_coverage(f, mask) > 0.5]
-        others = [f for f in faces if f not in covered]
+        others = [f for f in faces if all(f is not c for c in covered)]  # identity: arrays inside
         faces = sorted(covered, key=lambda f: -f.area) + sorted(others, key=lambda f: -f.area)
     else:
         faces = sorted(faces, key=lambda f: -f.area)
