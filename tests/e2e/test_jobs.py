@@ -93,3 +93,24 @@ def test_same_inputs_and_seed_give_the_same_video(mesh: Mesh, media: MediaServer
         videos.append(decode_frames(_download(str(job["output"])), every=5))
     assert len(videos[0]) == len(videos[1])
     assert all(np.array_equal(a, b) for a, b in zip(*videos))
+
+
+def test_mask_image_chooses_which_face_speaks(mesh: Mesh, media: MediaServer) -> None:
+    import io
+
+    from PIL import Image
+
+    mask = Image.new("L", (1000, 480), 0)
+    mask.paste(255, (500, 0, 1000, 480))  # white over the right person
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    media.extra["right-mask.png"] = (buffer.getvalue(), "image/png")
+    job_id = _submit(mesh, "lipsync-image", {"image": f"{media.url}/duo_photo.png",
+                                             "audio": f"{media.url}/speech_en_3.wav",
+                                             "mask_image": f"{media.url}/extra/right-mask.png"})
+    job = mesh.wait_job(job_id)
+    assert job["status"] == "completed", job
+    frames = np.stack(decode_frames(_download(str(job["output"])), every=3)).astype(np.float32)
+    motion = frames.std(axis=0).mean(axis=2)  # per-pixel change over time
+    width = motion.shape[1]
+    assert motion[:, width // 2 :].mean() > 3 * motion[:, : width // 2].mean()
