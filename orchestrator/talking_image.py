@@ -60,16 +60,22 @@ async def render_still(
             if index + 1 < len(starts):
                 following = starts[index + 1]
                 pending = asyncio.create_task(render_batch(following, min(frame_count, following + batch)))
-                await asyncio.sleep(0)  # let the request go out before the CPU-bound work below
-            for i in range(stop - start):
-                frame = image.copy()
-                for box, out in rendered:
-                    paste_crop(frame, out.frames[i], out.masks[i], box)
-                writer.write(frame)
+            # Blending and encoding run in a worker thread (PIL, numpy and x264 release the
+            # GIL), so the event loop keeps driving the next batch's gRPC call meanwhile.
+            await asyncio.to_thread(_compose_batch, image, rendered, stop - start, writer)
             await on_batch(stop)
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
+
+
+def _compose_batch(image: np.ndarray, rendered: list[tuple[CropBox, Rendered]], count: int,
+                   writer: Mp4Writer) -> None:
+    for i in range(count):
+        frame = image.copy()
+        for box, out in rendered:
+            paste_crop(frame, out.frames[i], out.masks[i], box)
+        writer.write(frame)
 
 
 def place_in_timeline(values: np.ndarray, start: int, total: int, rest: np.ndarray | None = None) -> np.ndarray:
