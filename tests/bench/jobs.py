@@ -24,7 +24,7 @@ FINAL = ("completed", "failed", "canceled")
 
 @dataclass(frozen=True)
 class JobSpec:
-    endpoint: str            # lipsync-image | lipsync-video
+    endpoint: str            # lipsync-image | lipsync-video | lipsync-image-multi
     source: str              # file name in ../shared/media
     resolution: str
     audio_s: float
@@ -32,8 +32,9 @@ class JobSpec:
 
     @property
     def label(self) -> str:
-        kind = "dub" if self.endpoint == "lipsync-video" else "image"
-        return f"{kind} {self.resolution} {self.audio_s:g} s"
+        kind = {"lipsync-video": "dub", "lipsync-image-multi": "conversation"}.get(self.endpoint, "image")
+        voices = " x2 (in turn)" if self.endpoint == "lipsync-image-multi" else ""
+        return f"{kind} {self.resolution} {self.audio_s:g} s{voices}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class JobRun:
 
 def _form(spec: JobSpec, media: MediaServer, audio_url: str) -> dict[str, Any]:
     form: dict[str, Any] = {"audio": audio_url, "resolution": spec.resolution, "seed": 1}
+    if spec.endpoint == "lipsync-image-multi":
+        return {"image": f"{media.url}/{spec.source}", "left_audio": audio_url, "right_audio": audio_url,
+                "order": "left_right", "resolution": spec.resolution, "seed": 1}
     if spec.endpoint == "lipsync-video":
         form["video"] = f"{media.url}/{spec.source}"
         form["sync_mode"] = spec.sync_mode or "bounce"

@@ -48,8 +48,9 @@ LONG_MEMORY_JOB = JobSpec("lipsync-image", IMAGE, "480p", 600.0)
 def rtf_jobs(quick: bool) -> list[JobSpec]:
     lengths_s = (10.0,) if quick else (10.0, 60.0)
     image = [JobSpec("lipsync-image", IMAGE, res, length) for length in lengths_s for res in ("480p", "720p")]
-    dubs = [JobSpec("lipsync-video", VIDEO, res, 10.0, sync_mode="bounce") for res in ("480p", "720p")]
-    return image + dubs
+    others = [JobSpec("lipsync-video", VIDEO, res, 10.0, sync_mode="bounce") for res in ("480p", "720p")]
+    others.append(JobSpec("lipsync-image-multi", "duo_photo.png", "480p", 5.0))
+    return image + others
 
 
 def bench_env() -> dict[str, str]:

@@ -114,3 +114,21 @@ def test_mask_image_chooses_which_face_speaks(mesh: Mesh, media: MediaServer) ->
     motion = frames.std(axis=0).mean(axis=2)  # per-pixel change over time
     width = motion.shape[1]
     assert motion[:, width // 2 :].mean() > 3 * motion[:, : width // 2].mean()
+
+
+def test_voices_list_speaks_in_sequence_left_to_right(mesh: Mesh, media: MediaServer) -> None:
+    job_id = _submit(mesh, "lipsync-image-multi", {"image": f"{media.url}/duo_photo.png",
+                                                   "audios": [f"{media.url}/speech_en_3.wav",
+                                                              f"{media.url}/speech_en_3.wav"],
+                                                   "order": "sequence"})
+    job = mesh.wait_job(job_id)
+    assert job["status"] == "completed", job
+    frames = np.stack(decode_frames(_download(str(job["output"])), every=3)).astype(np.float32)
+    half = len(frames) // 2
+    width = frames.shape[2]
+    left_first = frames[:half, :, : width // 2].std(axis=0).mean()
+    right_first = frames[:half, :, width // 2 :].std(axis=0).mean()
+    left_second = frames[half:, :, : width // 2].std(axis=0).mean()
+    right_second = frames[half:, :, width // 2 :].std(axis=0).mean()
+    # Each person moves more (mouth and all) in their own turn than while listening.
+    assert left_first > left_second and right_second > right_first
