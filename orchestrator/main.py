@@ -160,7 +160,13 @@ class Orchestrator:
                 log.warning("fetching jobs failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
-            await asyncio.gather(*(self.handle(m) for m in msgs))
+            outcomes = await asyncio.gather(*(self.handle(m) for m in msgs), return_exceptions=True)
+            for msg, outcome in zip(msgs, outcomes):
+                if isinstance(outcome, BaseException):
+                    # e.g. NATS went away while recording the result: the unacked job is
+                    # redelivered, and this loop must keep consuming.
+                    log.error("job message %s not settled; JetStream will redeliver it",
+                              msg.subject, exc_info=outcome)
 
 
 async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
