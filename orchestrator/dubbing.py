@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
 from orchestrator.mouth_library import build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
-from orchestrator.stages import DetectedFace, Stages
+from orchestrator.stages import RENDER_AHEAD, DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
@@ -26,6 +27,7 @@ from preprocess.errors import MediaError
 log = logging.getLogger(__name__)
 
 SYNC_MODES = ("bounce", "loop", "cut_off", "silence")
+TRACK_BATCH = 8  # frames per face_detection request while tracking
 PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
 
 
@@ -70,33 +72,45 @@ async def track_video(
     frames: Iterator[np.ndarray], frame_count_hint: int, store_path: Path, size: tuple[int, int],
     stages: Stages, mask: np.ndarray | None, on_frame: Callable[[int], Awaitable[None]],
 ) -> SourceVideo:
-    """Decode every frame into the store and track the chosen face through the video."""
+    """Decode every frame into the store and track the chosen face through the video.
+
+    Frames go to the face_detection stage TRACK_BATCH at a time (the stage follows the faces
+    from frame to frame, one request instead of one per frame), while a worker thread
+    decodes the next batch."""
     capacity = max(1, frame_count_hint + 8)
     store = np.lib.format.open_memmap(store_path, mode="w+", dtype=np.uint8,
                                       shape=(capacity, size[1], size[0], 3))
     faces: list[DetectedFace | None] = []
     previous: DetectedFace | None = None
-    # The next frame decodes in a worker thread while the face_detection stage runs on this one.
     source = iter(frames)
-    decode_next = lambda: asyncio.to_thread(next, source, None)  # noqa: E731
-    upcoming = asyncio.ensure_future(decode_next())
-    try:
-        for index in range(capacity):  # past capacity the container under-reported its length: stop
-            frame = await upcoming
+
+    def decode_batch(first: int) -> int:
+        """Decode up to TRACK_BATCH frames into the store from index `first`; how many."""
+        count = 0
+        while count < TRACK_BATCH and first + count < capacity:  # past capacity the container under-reported its length
+            frame = next(source, None)
             if frame is None:
                 break
-            upcoming = asyncio.ensure_future(decode_next())
-            store[index] = frame
+            store[first + count] = frame
+            count += 1
+        return count
+
+    upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch, 0))
+    try:
+        while True:
+            first = len(faces)
+            count = await upcoming
+            if count == 0:
+                break
+            upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch, first + count))
             prior = previous.box[None] if previous is not None else None
-            found = await stages.detect_faces(frame, max_faces=4, prior_boxes=prior)
-            if not found and prior is not None:  # lost the track: a cut or an occlusion
-                found = await stages.detect_faces(frame, max_faces=4)
-            face = _pick(found, previous, mask)
-            faces.append(face)
-            previous = face
-            await on_frame(index + 1)
+            for found in await stages.track_faces(store[first:first + count], max_faces=4, prior_boxes=prior):
+                face = _pick(found, previous, mask)
+                faces.append(face)
+                previous = face
+            await on_frame(len(faces))
     finally:
-        await asyncio.gather(upcoming, return_exceptions=True)  # let the worker finish its frame
+        await asyncio.gather(upcoming, return_exceptions=True)  # let the worker finish its batch
     store.flush()
     if not any(face is not None for face in faces):
         raise MediaError("face_not_found", "No face found in any frame of the video")
@@ -180,8 +194,8 @@ async def render_dub(
     """Write the output frames: source frame order[k] showing source frame references[k]'s
     mouth (transplanted), or, where that is PARAMETRIC, its mouth set to mouth_params[k].
 
-    Batches are pipelined: while the generator renders one, the previous one is pasted and
-    encoded in a worker thread (two batches in memory at most)."""
+    Batches are pipelined: while the generator renders the next ones (RENDER_AHEAD), the
+    current one is pasted and encoded in a worker thread."""
     boxes = _smoothed_boxes(source.faces, short_side=min(source.frames.shape[1:3]))
     total = len(order)
     refs = np.full(total, PARAMETRIC, np.int64) if references is None else np.asarray(references, np.int64)
@@ -189,18 +203,20 @@ async def render_dub(
     spans = [(start, min(total, start + batch)) for start in range(0, total, batch)]
     if not spans:
         return
-    pending = asyncio.ensure_future(job.render(*spans[0]))
+    ahead: deque[asyncio.Future[dict[int, tuple[np.ndarray, np.ndarray]]]] = deque()
+    queued = 0
     try:
-        for i, (start, stop) in enumerate(spans):
-            rendered = await pending
-            if i + 1 < len(spans):
-                pending = asyncio.ensure_future(job.render(*spans[i + 1]))
+        for start, stop in spans:
+            while queued < len(spans) and len(ahead) <= RENDER_AHEAD:
+                ahead.append(asyncio.ensure_future(job.render(*spans[queued])))
+                queued += 1
+            rendered = await ahead.popleft()
             await asyncio.to_thread(job.write, start, stop, rendered, writer)
             await on_batch(stop)
     finally:
-        if not pending.done():  # canceled or failed mid-way: do not leave the next batch running
-            pending.cancel()
-        await asyncio.gather(pending, return_exceptions=True)
+        for task in ahead:  # canceled or failed mid-way: do not leave later batches running
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
 
 
 @dataclass(frozen=True)
@@ -227,13 +243,14 @@ class _DubBatches:
         still = np.zeros((stop - start, 4), np.float32)  # the video keeps its own blinks and head motion
         rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if transplant:
-            images, landmarks = crops.stack([int(self.order[k]) for k in transplant])
-            ref_images, ref_landmarks = crops.stack([int(self.refs[k]) for k in transplant])
+            # crops are cut in a worker thread: the event loop keeps feeding the generator
+            images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in transplant])
+            ref_images, ref_landmarks = await asyncio.to_thread(crops.stack, [int(self.refs[k]) for k in transplant])
             out = await self.stages.generate(images, landmarks, self.mouth_params[transplant], still[:len(transplant)],
                                              reference=ref_images, reference_landmarks=ref_landmarks)
             rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(transplant)})
         if parametric:
-            images, landmarks = crops.stack([int(self.order[k]) for k in parametric])
+            images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in parametric])
             out = await self.stages.generate(images, landmarks, self.mouth_params[parametric],
                                              still[:len(parametric)])
             rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(parametric)})
@@ -250,7 +267,11 @@ class _DubBatches:
 
 def _paste_changed(frame: np.ndarray, crop: np.ndarray, mask: np.ndarray, box: CropBox) -> None:
     """paste_crop on the smallest square of the crop that holds the whole mask (a transplant
-    changes only the lower face): the same pixels, resampled over a fraction of the area."""
+    changes only the lower face): the same pixels, resampled over a fraction of the area.
+    An integral box takes paste_crop's whole-crop resize, which is cheaper still."""
+    if box.integral:
+        paste_crop(frame, crop, mask, box)
+        return
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
         return

@@ -29,6 +29,7 @@ from orchestrator.stages import TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
 from postprocess.storage import LocalStorage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
+from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
 
@@ -189,6 +190,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),
     )
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
+    await probing.start_probe_worker()
     tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop))]
     log.info("orchestrator consuming %s (triton %s)", topology.JOBS_STREAM, settings.triton_url)
     await stop.wait()
@@ -198,6 +200,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await stages.close()
+    await probing.close_probe_worker()
     await nc.drain()
 
 

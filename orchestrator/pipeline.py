@@ -5,13 +5,15 @@ ours and the job is retried by redelivery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,10 +35,12 @@ from preprocess.errors import MediaError
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHORT_SIDES = {"480p": 480, "720p": 720}
 DETECT_MAX_SIDE = 1920
 AUDIO_ROLES = ("audio", "left_audio", "right_audio")
+SPLIT_SPEECH_S = 4.0  # shorter speech is decoded in one piece
 
 
 @dataclass
@@ -143,9 +147,31 @@ def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
     return Voice(output=output, features=features)
 
 
-async def _speech(res: JobResources, voice: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    features = await res.stages.audio_features(voice, fps)
-    return features.mouth_params, features.energy
+async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mouth parameters and energy per output frame. Speech longer than a few seconds goes
+    to the audio_features stage as parts, one per stage instance, decoded side by side
+    (unless `split` is off because another stage has the other core meanwhile)."""
+    parts = res.settings.speech_parts if split and voice.size > SPLIT_SPEECH_S * FEATURE_RATE_HZ else 1
+    answers = await asyncio.gather(*(res.stages.audio_features(voice, fps, part=(i, parts)) for i in range(parts)))
+    return (np.concatenate([a.mouth_params for a in answers]), np.concatenate([a.energy for a in answers]))
+
+
+async def _speech_all(res: JobResources, voices: list[Voice], fps: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    return list(await asyncio.gather(*(_speech(res, voice.features, fps) for voice in voices)))
+
+
+@asynccontextmanager
+async def _background(work: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]]:
+    """Run `work` as a task beside the block (await the task inside it for the result); a
+    block that fails cancels the task, and the task's own failure surfaces where awaited."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 def _load_mask(files: dict[str, Path], size: tuple[int, int], settings: OrchestratorSettings) -> np.ndarray | None:
@@ -171,24 +197,28 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         # 4. Price the job now that its length is known.
         await res.billing.reserve(request.job_id, duration_s, request.resolution or "480p")
 
-        # 5. Find the faces on the image, at the output size.
-        info = await probing.probe(files["image"], "image")
-        if info.width * info.height > settings.max_image_pixels:
-            raise MediaError("image_too_large", f"The image is {info.width}x{info.height}; at most "
-                             f"{settings.max_image_pixels // 1_000_000} megapixels are accepted")
-        original = load_image(files["image"], settings.max_image_pixels)
-        size = output_size(original.shape[1], original.shape[0], short_side)
-        image = resize_rgb(original, size)
-        detect_scale = min(1.0, DETECT_MAX_SIDE / max(original.shape[:2]))
-        detect_size = (max(1, round(original.shape[1] * detect_scale)), max(1, round(original.shape[0] * detect_scale)))
-        found = await res.stages.detect_faces(resize_rgb(original, detect_size), max_faces=8)
-        found = [scale_face(f, size[0] / detect_size[0], size[1] / detect_size[1]) for f in found]
-        faces = select_faces(found, len(ordered), _load_mask(files, size, settings))
+        # 5. Speech to mouth parameters for each voice on the audio_features stage, while
+        #    this process finds the faces (two stages, two cores).
+        async with _background(_speech_all(res, ordered, fps)) as speech:
+            # 6. Find the faces on the image, at the output size.
+            info = await probing.probe(files["image"], "image")
+            if info.width * info.height > settings.max_image_pixels:
+                raise MediaError("image_too_large", f"The image is {info.width}x{info.height}; at most "
+                                 f"{settings.max_image_pixels // 1_000_000} megapixels are accepted")
+            original = load_image(files["image"], settings.max_image_pixels)
+            size = output_size(original.shape[1], original.shape[0], short_side)
+            image = resize_rgb(original, size)
+            detect_scale = min(1.0, DETECT_MAX_SIDE / max(original.shape[:2]))
+            detect_size = (max(1, round(original.shape[1] * detect_scale)),
+                           max(1, round(original.shape[0] * detect_scale)))
+            found = await res.stages.detect_faces(resize_rgb(original, detect_size), max_faces=8)
+            found = [scale_face(f, size[0] / detect_size[0], size[1] / detect_size[1]) for f in found]
+            faces = select_faces(found, len(ordered), _load_mask(files, size, settings))
+            spoken = await speech
 
-        # 6. Speech to mouth parameters for each voice; the listener rests with life motion.
+        # 7. Each voice's mouth on the conversation's timeline; the listener rests with life motion.
         animated = []
-        for index, (face, voice, start_s) in enumerate(zip(faces, ordered, starts)):
-            params, energy = await _speech(res, voice.features, fps)
+        for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts)):
             start = int(round(start_s * fps))
             params = place_in_timeline(params, start, frame_count)
             energy = place_in_timeline(energy, start, frame_count)
@@ -196,7 +226,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
             animated.append(AnimatedFace(face=face, mouth_params=params, motion=motion))
     await reporter.stage("render", 0.2)
 
-    # 7. Render every frame and encode it with the conversation's audio.
+    # 8. Render every frame and encode it with the conversation's audio.
     output = scratch / "output.mp4"
     with timer("render"):
         with Mp4Writer(output, size, fps, fit_length(track, round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
@@ -258,16 +288,18 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         # 4. Price the job now that its length is known.
         await res.billing.reserve(request.job_id, expected / fps, request.resolution or "480p")
 
-        # 5. Decode the source once and track the face through it.
+        # 5. Decode the source once and track the face through it, while the audio_features
+        #    stage turns the new speech into mouth parameters (two stages, two cores).
         async def on_frame(done: int) -> None:
             await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
-        source = await track_video(
-            iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
-            scratch / "frames.npy", size, res.stages, _load_mask(files, size, settings), on_frame)
+        async with _background(_speech(res, voice.features, fps, split=False)) as speech:
+            source = await track_video(
+                iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
+                scratch / "frames.npy", size, res.stages, _load_mask(files, size, settings), on_frame)
+            params, _energy = await speech
 
         # 6. The new speech as mouth parameters on the output timeline.
         order = timeline(source.count, audio_frames, sync_mode)
-        params, _energy = await _speech(res, voice.features, fps)
         params = place_in_timeline(params, 0, len(order))
         # 6b. The person's own mouth for each output frame, where the video has a close one.
         references = await asyncio.to_thread(choose_references, source, order, params)

@@ -38,6 +38,9 @@ class OrchestratorSettings(BaseSettings):
     max_deliver: int = 3
     concurrency: int = 1
     render_batch: int = 25
+    # Parts a long speech is split into for the audio_features stage: one per stage
+    # instance (model_repository/audio_features/config.pbtxt), decoded side by side.
+    speech_parts: int = 2
 
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
     webhook_schedule_s: str = "5,300,1800,7200,18000,36000,36000"

@@ -14,6 +14,9 @@ from tritonclient.utils import InferenceServerException
 log = logging.getLogger(__name__)
 
 STAGE_MODELS = ("audio_features", "face_detection", "generator")
+# Generator batches a renderer keeps requested beyond the one it is composing: one per
+# generator instance (model_repository/generator/config.pbtxt), so each has work queued.
+RENDER_AHEAD = 2
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 
 
@@ -45,10 +48,14 @@ class Rendered:
 
 
 class Stages(Protocol):
-    async def audio_features(self, audio_16k: np.ndarray, fps: float) -> AudioFeatures: ...
+    async def audio_features(self, audio_16k: np.ndarray, fps: float,
+                             part: tuple[int, int] = (0, 1)) -> AudioFeatures: ...
 
     async def detect_faces(self, image: np.ndarray, max_faces: int = 4,
                            prior_boxes: np.ndarray | None = None) -> list[DetectedFace]: ...
+
+    async def track_faces(self, frames: np.ndarray, max_faces: int = 4,
+                          prior_boxes: np.ndarray | None = None) -> list[list[DetectedFace]]: ...
 
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
                        mouth_params: np.ndarray, motion: np.ndarray,
@@ -98,13 +105,15 @@ class TritonStages:
             raise StageUnavailable(f"{model}: {exc.message()}") from exc
         return {name: result.as_numpy(name) for name in outputs}
 
-    async def audio_features(self, audio_16k: np.ndarray, fps: float) -> AudioFeatures:
-        out = await self._infer(
-            "audio_features",
-            [_input("audio", audio_16k.astype(np.float32), "FP32"),
-             _input("fps", np.array([fps], np.float32), "FP32")],
-            ["mouth_params", "energy"],
-        )
+    async def audio_features(self, audio_16k: np.ndarray, fps: float,
+                             part: tuple[int, int] = (0, 1)) -> AudioFeatures:
+        """Mouth parameters of the speech; with part=(i, n) those of its i-th of n parts
+        (split at pauses by the stage), which concatenate in order to the whole answer."""
+        inputs = [_input("audio", audio_16k.astype(np.float32), "FP32"),
+                  _input("fps", np.array([fps], np.float32), "FP32")]
+        if part != (0, 1):
+            inputs.append(_input("part", np.array(part, np.int32), "INT32"))
+        out = await self._infer("audio_features", inputs, ["mouth_params", "energy"])
         return AudioFeatures(mouth_params=out["mouth_params"], energy=out["energy"])
 
     async def detect_faces(self, image: np.ndarray, max_faces: int = 4,
@@ -116,6 +125,21 @@ class TritonStages:
         out = await self._infer("face_detection", inputs, ["boxes", "scores", "landmarks"])
         return [DetectedFace(box=out["boxes"][i], score=float(out["scores"][i]), landmarks=out["landmarks"][i])
                 for i in range(out["boxes"].shape[0])]
+
+    async def track_faces(self, frames: np.ndarray, max_faces: int = 4,
+                          prior_boxes: np.ndarray | None = None) -> list[list[DetectedFace]]:
+        """The faces of each of N consecutive frames [N, H, W, 3], tracked through them by
+        the stage in one request (the first frame from `prior_boxes` when given)."""
+        inputs = [_input("frames", np.ascontiguousarray(frames, dtype=np.uint8), "UINT8"),
+                  _input("max_faces", np.array([max_faces], np.int32), "INT32")]
+        if prior_boxes is not None and len(prior_boxes):
+            inputs.append(_input("prior_boxes", prior_boxes.astype(np.float32), "FP32"))
+        out = await self._infer("face_detection", inputs, ["boxes", "scores", "landmarks", "frame_index"])
+        faces: list[list[DetectedFace]] = [[] for _ in range(frames.shape[0])]
+        for i, index in enumerate(out["frame_index"]):
+            faces[int(index)].append(DetectedFace(box=out["boxes"][i], score=float(out["scores"][i]),
+                                                  landmarks=out["landmarks"][i]))
+        return faces
 
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
                        mouth_params: np.ndarray, motion: np.ndarray,

@@ -1,9 +1,16 @@
-"""Media probing with PyAV, run in a child process (`python -m preprocess.probe FILE KIND`)
-so that a decoder crash on hostile input fails that job, never the orchestrator."""
+"""Media probing with PyAV, run in a child process so that a decoder crash on hostile input
+fails that job, never the orchestrator.
+
+The child stays up between probes (`python -m preprocess.probe --serve`: one request line
+`KIND<TAB>PATH` in, one JSON line out), which saves a Python start and the PyAV import on
+every file; one that dies or hangs on a file is replaced for the next probe.
+`python -m preprocess.probe FILE KIND` probes one file and exits.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -76,28 +83,107 @@ def probe_in_process(path: Path, kind: str) -> MediaInfo:
     return _probe_av(path, kind)
 
 
-async def probe(path: Path, kind: str) -> MediaInfo:
-    """Probe in a child process; any failure there is reported as unreadable media."""
-    from preprocess.errors import MediaError  # noqa: PLC0415
+class _ProbeWorker:
+    """The long-lived probing child of one event loop; probes go through it one at a time."""
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "preprocess.probe", str(path), kind,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        cwd=str(Path(__file__).resolve().parent.parent),
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise MediaError("unsupported_media", f"The {kind} file could not be read in time") from None
-    if proc.returncode != 0:
-        reason = err.decode(errors="replace").strip().splitlines()[-1:] or ["decoder crashed"]
-        raise MediaError("unsupported_media", f"The {kind} file could not be decoded ({reason[0][:200]})")
-    return MediaInfo(**json.loads(out))
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def probe(self, path: Path, kind: str) -> MediaInfo:
+        from preprocess.errors import MediaError  # noqa: PLC0415
+
+        async with self._lock:
+            proc = await self._running()
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(f"{kind}\t{path}\n".encode())
+                await proc.stdin.drain()
+                line = await asyncio.wait_for(proc.stdout.readline(), PROBE_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                await self._discard()
+                raise MediaError("unsupported_media", f"The {kind} file could not be read in time") from None
+            except (BrokenPipeError, ConnectionResetError):
+                line = b""
+            if not line:  # the child died on this file (a decoder crash)
+                code = await self._discard()
+                raise MediaError("unsupported_media", f"The {kind} file could not be decoded "
+                                 f"(the decoder crashed, exit status {code})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise MediaError("unsupported_media", f"The {kind} file could not be decoded ({answer['error'][:200]})")
+        return MediaInfo(**answer["info"])
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._running()
+
+    async def _running(self) -> asyncio.subprocess.Process:
+        if self._proc is None or self._proc.returncode is not None:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "preprocess.probe", "--serve",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+        return self._proc
+
+    async def _discard(self) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            proc.kill()
+        return await proc.wait()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._discard()
+
+
+_workers: dict[asyncio.AbstractEventLoop, _ProbeWorker] = {}
+
+
+def _worker() -> _ProbeWorker:
+    for other in [loop for loop in _workers if loop.is_closed()]:
+        del _workers[other]  # a finished loop's child went with it
+    return _workers.setdefault(asyncio.get_running_loop(), _ProbeWorker())
+
+
+async def probe(path: Path, kind: str) -> MediaInfo:
+    """Probe in the child process; any failure there is reported as unreadable media."""
+    return await _worker().probe(path, kind)
+
+
+async def start_probe_worker() -> None:
+    """Start the probing child ahead of the first job (it starts on demand otherwise)."""
+    await _worker().start()
+
+
+async def close_probe_worker() -> None:
+    """Stop this event loop's probing child (it is started again by the next probe)."""
+    worker = _workers.pop(asyncio.get_running_loop(), None)
+    if worker is not None:
+        await worker.close()
+
+
+def serve() -> None:
+    """Answer probe requests from stdin until it closes. C libraries that print to stdout
+    would corrupt the answers, so fd 1 is pointed at stderr and answers use a private copy."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    for request in sys.stdin:
+        kind, _, path = request.rstrip("\n").partition("\t")
+        try:
+            answer = {"info": asdict(probe_in_process(Path(path), kind))}
+        except Exception as exc:  # noqa: BLE001 - every failure is the file's, reported to the parent
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answers.write(json.dumps(answer) + "\n")
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+        return
     path, kind = Path(sys.argv[1]), sys.argv[2]
     try:
         info = probe_in_process(path, kind)

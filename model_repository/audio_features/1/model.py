@@ -30,7 +30,8 @@ MAX_AUDIO_S = 3600.0  # the product caps audio at 600 s; the stage refuses only 
 
 
 class TritonPythonModel:
-    """audio (FP32 [-1], 16 kHz mono) + fps (FP32 [1]) → mouth_params [T, 8], energy [T], phones."""
+    """audio (FP32 [-1], 16 kHz mono) + fps (FP32 [1]) (+ optional part INT32 [index, count])
+    → mouth_params [T, 8], energy [T], phones (of that part of the audio)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         self._decoder = PhoneRecognizer()
@@ -45,8 +46,15 @@ class TritonPythonModel:
             return _error(f"fps must be one positive number, got {fps_values.tolist()}")
         if audio.shape[0] > MAX_AUDIO_S * SAMPLE_RATE_HZ:
             return _error(f"audio longer than {MAX_AUDIO_S:.0f} s")
+        part = pb_utils.get_input_tensor_by_name(request, "part")
+        index, count = (0, 1)
+        if part is not None:
+            values = part.as_numpy().reshape(-1)
+            if values.size != 2:
+                return _error(f"part must be [index, count], got {values.tolist()}")
+            index, count = int(values[0]), int(values[1])
         try:
-            features = extract_mouth_features(audio, float(fps_values[0]), self._decoder)
+            features = extract_mouth_features(audio, float(fps_values[0]), self._decoder, index, count)
         except ValueError as exc:
             log.warning("audio_features refused a request: %s", exc)
             return _error(str(exc))

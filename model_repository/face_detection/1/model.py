@@ -61,17 +61,33 @@ class TritonPythonModel:
 
     def _execute_one(self, request: Any) -> Any:
         # FaceMesh converts gray / RGBA and raises ValueError for other shapes.
-        image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+        image = _optional_input(request, "image")
+        frames = _optional_input(request, "frames")
+        if (image is None) == (frames is None):
+            raise ValueError("send exactly one of image [H, W, C] and frames [N, H, W, 3]")
         prior_boxes = _optional_input(request, "prior_boxes")
-        faces = self._face_mesh.detect(image, max_faces=_max_faces(request), prior_boxes=prior_boxes)
-        boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
-        scores = np.array([f.score for f in faces], dtype=np.float32).reshape(-1)
-        landmarks = np.array([f.landmarks for f in faces], dtype=np.float32).reshape(-1, NUM_LANDMARKS, 3)
+        max_faces = _max_faces(request)
+        found: list[tuple[int, Any]] = []
+        if image is not None:
+            found = [(0, face) for face in self._face_mesh.detect(image, max_faces=max_faces, prior_boxes=prior_boxes)]
+        else:
+            prior = prior_boxes
+            for index, frame in enumerate(frames):
+                faces = self._face_mesh.detect(frame, max_faces=max_faces, prior_boxes=prior)
+                if not faces and prior is not None and len(prior):  # lost the track: a cut or an occlusion
+                    faces = self._face_mesh.detect(frame, max_faces=max_faces)
+                found += [(index, face) for face in faces]
+                prior = np.array([face.box for face in faces], dtype=np.float32).reshape(-1, 4) if faces else None
+        boxes = np.array([f.box for _, f in found], dtype=np.float32).reshape(-1, 4)
+        scores = np.array([f.score for _, f in found], dtype=np.float32).reshape(-1)
+        landmarks = np.array([f.landmarks for _, f in found], dtype=np.float32).reshape(-1, NUM_LANDMARKS, 3)
+        frame_index = np.array([i for i, _ in found], dtype=np.int32).reshape(-1)
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("boxes", boxes),
                 pb_utils.Tensor("scores", scores),
                 pb_utils.Tensor("landmarks", landmarks),
+                pb_utils.Tensor("frame_index", frame_index),
             ]
         )
 

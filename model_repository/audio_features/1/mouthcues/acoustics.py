@@ -133,11 +133,13 @@ def analyse_audio(audio: np.ndarray) -> AcousticTracks:
     )
 
 
-def quiet_cut_points(tracks: AcousticTracks, chunk_frames: int, search_frames: int) -> list[int]:
-    """Frame indices splitting the audio into ~chunk_frames pieces, each cut at the quietest
-    frame near the nominal boundary so the phone decoder is rarely cut mid-phone."""
-    cuts = [0]
-    n = tracks.n_frames
+def quiet_cut_points(tracks: AcousticTracks, chunk_frames: int, search_frames: int,
+                     first: int = 0, last: int | None = None) -> list[int]:
+    """Frame indices splitting the audio (or its frames first..last) into ~chunk_frames
+    pieces, each cut at the quietest frame near the nominal boundary so the phone decoder
+    is rarely cut mid-phone."""
+    cuts = [first]
+    n = tracks.n_frames if last is None else last
     while n - cuts[-1] > chunk_frames + search_frames:
         nominal = cuts[-1] + chunk_frames
         lo, hi = nominal - search_frames, min(nominal + search_frames, n - 1)

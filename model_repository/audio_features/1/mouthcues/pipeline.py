@@ -42,6 +42,7 @@ PHONE_WEIGHT = 0.65  # share of the phone tracks where allphone decoding hears s
 ALIGNED_PHONE_WEIGHT = 0.8  # and where the phones are word-aligned (exact)
 DECODE_CHUNK_S = 30.0
 CUT_SEARCH_S = 3.0
+PART_SEARCH_S = 1.0  # parts decode side by side: near-equal parts matter more than deep pauses
 
 
 @dataclass(frozen=True)
@@ -132,16 +133,39 @@ def resample_to_video(
     return params, np.clip(energy, 0.0, 1.0)
 
 
-def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecognizer) -> MouthFeatures:
-    """Mouth parameters for 16 kHz mono float32 audio in [-1, 1] at fps video frames per second."""
+def split_points(acoustic: AcousticTracks, parts: int) -> list[int]:
+    """Track-frame bounds [0, ..., n] of `parts` near-equal parts, each inner bound at the
+    quietest frame within PART_SEARCH_S of its nominal place (a pause, not a phone)."""
+    n = acoustic.n_frames
+    bounds = [0]
+    search = int(PART_SEARCH_S * TRACK_RATE_HZ)
+    for i in range(1, parts):
+        nominal = n * i // parts
+        lo, hi = max(bounds[-1] + 1, nominal - search), min(nominal + search, n - 1)
+        bounds.append(lo + int(np.argmin(acoustic.level_db[lo:hi])) if hi > lo else max(bounds[-1], nominal))
+    bounds.append(n)
+    return bounds
+
+
+def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecognizer,
+                           part: int = 0, parts: int = 1) -> MouthFeatures:
+    """Mouth parameters for 16 kHz mono float32 audio in [-1, 1] at fps video frames per second.
+
+    With parts > 1, only part `part` of the audio (split at pauses by `split_points`) is
+    decoded and only its video frames are returned; the parts of one audio, each computed
+    on its own (in parallel by several stage instances), concatenate to the whole answer,
+    because loudness, voice activity and the split itself are measured on the whole audio."""
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps}")
+    if parts < 1 or not 0 <= part < parts:
+        raise ValueError(f"part must be in 0..parts-1 with parts >= 1, got part {part} of {parts}")
     audio = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1))
     # 1. Language-independent acoustic tracks (blockwise, flat memory).
     acoustic = analyse_audio(audio)
-    # 2. Phones, decoded in ~30 s pieces cut at the quietest nearby moment.
+    first, last = split_points(acoustic, parts)[part : part + 2]
+    # 2. Phones of this part, decoded in ~30 s pieces cut at the quietest nearby moment.
     cuts = quiet_cut_points(
-        acoustic, int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ)
+        acoustic, int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ), first, last
     )
     decoding = decoder.decode_pieces(audio, cuts, acoustic.activity)
     # 3. Co-articulated viseme tracks (Cohen-Massaro dominance blending).
@@ -154,4 +178,7 @@ def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecogniz
     #    closures on the frames they cover (only where there is speech).
     closures_s = closure_intervals(decoding.segments, acoustic.activity, TRACK_RATE_HZ)
     params, energy = resample_to_video(shape, acoustic, audio.shape[0], fps, closures_s)
-    return MouthFeatures(params, energy, decoding.segments)
+    hop = SAMPLE_RATE_HZ // TRACK_RATE_HZ
+    lo = n_video_frames(first * hop, fps) if part > 0 else 0
+    hi = n_video_frames(last * hop, fps) if part < parts - 1 else params.shape[0]
+    return MouthFeatures(params[lo:hi], energy[lo:hi], decoding.segments)
