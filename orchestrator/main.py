@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import shutil
 import signal
@@ -114,6 +116,7 @@ class Orchestrator:
         finally:
             heartbeat.cancel()
             shutil.rmtree(scratch, ignore_errors=True)
+            release_heap()
         await msg.ack()
 
     async def _finish(self, request: lipsync_pb2.JobRequest, reporter: JobReporter, status: str) -> None:
@@ -168,6 +171,14 @@ class Orchestrator:
                     # redelivered, and this loop must keep consuming.
                     log.error("job message %s not settled; JetStream will redeliver it",
                               msg.subject, exc_info=outcome)
+
+
+def release_heap() -> None:
+    """Hand the heap a finished job freed back to the system (glibc keeps it otherwise), so
+    an idle orchestrator does not hold its largest job's memory."""
+    libc = ctypes.util.find_library("c")
+    if libc:
+        ctypes.CDLL(libc).malloc_trim(0)
 
 
 async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,11 @@ T = TypeVar("T")
 SHORT_SIDES = {"480p": 480, "720p": 720}
 DETECT_MAX_SIDE = 1920
 AUDIO_ROLES = ("audio", "left_audio", "right_audio")
-SPLIT_SPEECH_S = 4.0  # shorter speech is decoded in one piece
+# Speech between these lengths is decoded in parts side by side. Shorter speech is not worth
+# it; longer speech is not split because each part's request carries the whole audio (its
+# loudness is measured on all of it), which would double the memory the long job holds,
+# while the wait for its mouth parameters is a smaller share of its rendering time.
+SPLIT_SPEECH_S = (4.0, 120.0)
 
 
 @dataclass
@@ -127,31 +131,36 @@ def _media_kind(role: str) -> MediaKind:
 
 @dataclass(frozen=True)
 class Voice:
-    output: np.ndarray     # mono float32 at AUDIO_RATE_HZ, loudness-normalised
-    features: np.ndarray   # mono float32 at FEATURE_RATE_HZ
+    features: np.ndarray                  # mono float32 at FEATURE_RATE_HZ, loudness-normalised
+    decode_output: Callable[[], np.ndarray]  # the same at AUDIO_RATE_HZ, decoded when rendering
 
     @property
     def duration_s(self) -> float:
-        return self.output.size / AUDIO_RATE_HZ
+        return self.features.size / FEATURE_RATE_HZ
 
 
 def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
-    # Decoded twice by PyAV's resampler (cheaper in memory than resampling in numpy), and
-    # both copies scaled in place by one gain measured on the feature-rate signal.
+    # Decoded twice by PyAV's resampler (cheaper in memory than resampling in numpy): now at
+    # the analysis rate, and at the output rate only when the frames are rendered, so a long
+    # job never holds both while the speech is analysed. One gain, measured here, scales both.
     features = decode_audio(path, FEATURE_RATE_HZ, settings.max_audio_s)
-    output = decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s)
     gain = np.float32(loudness_gain(features))
     features *= gain
-    output *= gain
-    np.clip(output, -1.0, 1.0, out=output)
-    return Voice(output=output, features=features)
+
+    def decode_output() -> np.ndarray:
+        output = decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s)
+        output *= gain
+        return np.clip(output, -1.0, 1.0, out=output)
+    return Voice(features=features, decode_output=decode_output)
 
 
 async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Mouth parameters and energy per output frame. Speech longer than a few seconds goes
-    to the audio_features stage as parts, one per stage instance, decoded side by side
-    (unless `split` is off because another stage has the other core meanwhile)."""
-    parts = res.settings.speech_parts if split and voice.size > SPLIT_SPEECH_S * FEATURE_RATE_HZ else 1
+    """Mouth parameters and energy per output frame. Speech of SPLIT_SPEECH_S goes to the
+    audio_features stage as parts, one per stage instance, decoded side by side (unless
+    `split` is off because another stage has the other core meanwhile)."""
+    shortest, longest = SPLIT_SPEECH_S
+    splittable = shortest * FEATURE_RATE_HZ < voice.size <= longest * FEATURE_RATE_HZ
+    parts = res.settings.speech_parts if split and splittable else 1
     answers = await asyncio.gather(*(res.stages.audio_features(voice, fps, part=(i, parts)) for i in range(parts)))
     return (np.concatenate([a.mouth_params for a in answers]), np.concatenate([a.energy for a in answers]))
 
@@ -190,8 +199,8 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         # 3. Lay the voices out in time (one voice, or a conversation by `order`).
         multi = request.model == "lipsync-image-multi"
         ordered = _ordered_voices(request, voices) if multi else [voices["audio"]]
-        starts, track = _conversation(ordered, request.order if multi else "sequence")
-        duration_s = track.size / AUDIO_RATE_HZ
+        order = request.order if multi else "sequence"
+        starts, duration_s = _turns(ordered, order)
         frame_count = max(1, math.ceil(duration_s * fps))
 
         # 4. Price the job now that its length is known.
@@ -229,6 +238,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
     # 8. Render every frame and encode it with the conversation's audio.
     output = scratch / "output.mp4"
     with timer("render"):
+        _, track = _conversation(ordered, order)
         with Mp4Writer(output, size, fps, fit_length(track, round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
             async def on_batch(done: int) -> None:
                 await reporter.progress(0.2 + 0.75 * done / frame_count)
@@ -245,16 +255,11 @@ def _ordered_voices(request: lipsync_pb2.JobRequest, voices: dict[str, Voice]) -
     return [voices["left_audio"], voices["right_audio"]]
 
 
-def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndarray]:
-    """Start time of each voice and the mixed track: in turn, reversed, or all at once."""
+def _turns(voices: list[Voice], order: str) -> tuple[list[float], float]:
+    """Start time of each voice and the length of the conversation: in turn, reversed, or
+    all at once."""
     if order == "meanwhile":
-        length = max(v.output.size for v in voices)
-        mix = np.sum([fit_length(v.output, length) for v in voices], axis=0)
-        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-        mix = mix * (0.95 / peak) if peak > 0.95 else mix
-        return [0.0] * len(voices), mix.astype(np.float32)
-    if len(voices) == 1:
-        return [0.0], voices[0].output
+        return [0.0] * len(voices), max(v.duration_s for v in voices)
     sequence = list(range(len(voices)))
     if order == "right_left":
         sequence.reverse()
@@ -263,7 +268,23 @@ def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndar
     for i in sequence:
         starts[i] = t
         t += voices[i].duration_s
-    return starts, np.concatenate([voices[i].output for i in sequence]).astype(np.float32)
+    return starts, t
+
+
+def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndarray]:
+    """Start time of each voice and the mixed output-rate track (decoded now)."""
+    starts, _ = _turns(voices, order)
+    outputs = [v.decode_output() for v in voices]
+    if order == "meanwhile":
+        length = max(o.size for o in outputs)
+        mix = np.sum([fit_length(o, length) for o in outputs], axis=0)
+        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
+        mix = mix * (0.95 / peak) if peak > 0.95 else mix
+        return starts, mix.astype(np.float32)
+    if len(voices) == 1:
+        return starts, outputs[0]
+    sequence = sorted(range(len(voices)), key=lambda i: starts[i])
+    return starts, np.concatenate([outputs[i] for i in sequence]).astype(np.float32)
 
 
 async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
@@ -308,7 +329,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
     # 7. Render the output timeline and encode it with the new speech.
     output = scratch / "output.mp4"
     with timer("render"):
-        audio = fit_length(voice.output, round(len(order) / fps * AUDIO_RATE_HZ))
+        audio = fit_length(voice.decode_output(), round(len(order) / fps * AUDIO_RATE_HZ))
         with Mp4Writer(output, size, fps, audio) as writer:
             async def on_batch(done: int) -> None:
                 await reporter.progress(0.4 + 0.55 * done / len(order))

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 STAGE_MODELS = ("audio_features", "face_detection", "generator")
 # Generator batches a renderer keeps requested beyond the one it is composing: one per
 # generator instance (model_repository/generator/config.pbtxt), so each has work queued.
-RENDER_AHEAD = 2
+# One instance: on two cores the compositing and encoding keep the other core busy (a
+# second instance measured no faster and holds another ~250 MiB).
+RENDER_AHEAD = 1
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 
 

@@ -1,6 +1,9 @@
-"""Resident memory of a process tree, sampled from /proc in a background thread: the
-process and all its descendants (tritonserver's Python-backend stubs, the orchestrator's
-probe children) summed, with the peak kept."""
+"""Memory of a process tree, sampled from /proc in a background thread: the process and
+all its descendants (tritonserver's Python-backend stubs, the orchestrator's probe child)
+summed, with the peak kept. Two measures: RSS, which counts a page shared by several
+processes (the Python runtime, ONNX Runtime, the stubs' shared memory) once per process
+and so over-states a tree, and PSS, which divides each shared page among its sharers, so
+that PSS summed over processes is the memory they hold together."""
 from __future__ import annotations
 
 import os
@@ -50,11 +53,22 @@ def rss_bytes(pid: int, proc: Path = PROC) -> int:
     return int(fields[1]) * PAGE_BYTES
 
 
+def pss_bytes(pid: int, proc: Path = PROC) -> int:
+    try:
+        for line in (proc / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def tree_rss_bytes(root: int, proc: Path = PROC) -> int:
     return sum(rss_bytes(pid, proc) for pid in descendants(root, _parent_map(proc)))
 
 
 TOTAL = "total"
+PSS = "pss:"  # prefix of the PSS peaks' names: pss:orchestrator, pss:triton, pss:total
 
 
 @dataclass(frozen=True)
@@ -67,13 +81,14 @@ class MemoryPeak:
 
 
 class TreeSampler:
-    """Samples the RSS of several named process trees every `interval_s` until stopped;
-    keeps each tree's peak and the peak of their sum (taken at the same instant)."""
+    """Samples the RSS and PSS of several named process trees every `interval_s` until
+    stopped; keeps each tree's peaks and the peaks of their sums (taken at the same instant)."""
 
     def __init__(self, roots: dict[str, int], interval_s: float = 0.2) -> None:
         self._roots = roots
         self._interval_s = interval_s
         self._names = [*roots, TOTAL]
+        self._names += [PSS + name for name in self._names]
         self._peaks = {name: (0, 0.0) for name in self._names}
         self._idle = {name: 0 for name in self._names}
         self._samples = 0
@@ -83,9 +98,12 @@ class TreeSampler:
 
     def _sample(self) -> dict[str, int]:
         parents = _parent_map()
-        values = {name: sum(rss_bytes(pid) for pid in descendants(root, parents))
-                  for name, root in self._roots.items()}
+        trees = {name: descendants(root, parents) for name, root in self._roots.items()}
+        values = {name: sum(rss_bytes(pid) for pid in pids) for name, pids in trees.items()}
         values[TOTAL] = sum(values.values())
+        pss = {PSS + name: sum(pss_bytes(pid) for pid in pids) for name, pids in trees.items()}
+        values.update(pss)
+        values[PSS + TOTAL] = sum(pss.values())
         return values
 
     def _loop(self) -> None:

@@ -10,7 +10,7 @@ from tests.bench import triton_stats
 from tests.bench.api_load import GatewayResults
 from tests.bench.http_load import LoadResult
 from tests.bench.jobs import JobRun
-from tests.bench.memory import TOTAL, MemoryPeak
+from tests.bench.memory import PSS, TOTAL, MemoryPeak
 from tests.bench.stats import fmt, fmt_percent, markdown_table, ratio
 
 MIB = 1024 * 1024
@@ -157,25 +157,32 @@ def rtf_section(runs: Sequence[JobRun], floors: dict[str, float]) -> str:
 def memory_section(runs: Sequence[JobRun], long_label: str, short_label: str) -> str:
     rows = []
     totals: dict[str, int] = {}
+    rss_totals: dict[str, int] = {}
     for run in runs:
         cells = {peak.name: peak for peak in run.memory}
-        orch, triton, total = cells.get("orchestrator"), cells.get("triton"), cells.get(TOTAL)
+        orch, triton = cells.get(PSS + "orchestrator"), cells.get(PSS + "triton")
+        total, rss_total = cells.get(PSS + TOTAL), cells.get(TOTAL)
         if total is not None:
             totals[run.spec.label] = total.peak_bytes
+        if rss_total is not None:
+            rss_totals[run.spec.label] = rss_total.peak_bytes
         rows.append([run.spec.label, run.job.get("status", "?"), fmt(run.wall_s, 1),
                      _mib(orch.idle_bytes if orch else None), _peak(run, orch),
                      _mib(triton.idle_bytes if triton else None), _peak(run, triton),
-                     _peak(run, total), str(total.samples if total else 0), fmt(run.load_avg, 2)])
+                     _peak(run, total), _peak(run, rss_total), str(total.samples if total else 0),
+                     fmt(run.load_avg, 2)])
     table = markdown_table(
         ["job", "status", "wall s", "orchestrator idle MiB", "orchestrator peak MiB (when)", "Triton idle MiB",
-         "Triton peak MiB (when)", "sum peak MiB (when)", "samples", "load avg"], rows)
+         "Triton peak MiB (when)", "sum peak MiB (when)", "RSS sum peak MiB (when)", "samples", "load avg"], rows)
     lines = [
         "## 4. Peak memory",
         "",
-        "RSS summed over each process and all its descendants (Triton: tritonserver and its "
-        "Python-backend stubs), sampled every 0.2 s from /proc while the job ran; idle = at submission; "
-        "sum = both trees added at the same instant; (when) = seconds after submission and the job's "
-        "stage then. RSS counts shared pages once per process, so the sums are an upper bound.",
+        "PSS summed over each process and all its descendants (Triton: tritonserver and its "
+        "Python-backend stubs; the orchestrator and its probing child), sampled every 0.2 s from "
+        "/proc while the job ran; idle = at submission; sum = both trees added at the same instant; "
+        "(when) = seconds after submission and the job's stage then. PSS shares each page among the "
+        "processes that map it, so the sum is the memory the mesh holds; the RSS sum, which counts "
+        "shared pages once per process, is given as an upper bound.",
         "",
         table,
         "",
@@ -185,7 +192,8 @@ def memory_section(runs: Sequence[JobRun], long_label: str, short_label: str) ->
         within = long_b <= MEMORY_LIMIT_BYTES
         lines.append(f"{long_label} vs {short_label}: sum peak {_mib(long_b)} vs {_mib(short_b)} MiB "
                      f"(growth {_mib(long_b - short_b)} MiB, ×{ratio(long_b, short_b):.2f}); "
-                     f"≤ 1.5 GiB: {'met' if within else 'NOT met'}.")
+                     f"≤ 1.5 GiB: {'met' if within else 'NOT met'} "
+                     f"(RSS sum {_mib(rss_totals.get(long_label))} MiB).")
     else:
         lines.append(f"The {long_label} and {short_label} jobs were not run (--quick): the flatness "
                      "check needs both; the peaks above are from the jobs that did run.")

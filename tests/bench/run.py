@@ -60,7 +60,7 @@ def bench_env() -> dict[str, str]:
 
 
 def bench_key(mesh: Mesh) -> str:
-    mesh.admin("create-user", BENCH_EMAIL, "--password", secrets.token_urlsafe(16),
+    mesh.admin("create-user", BENCH_EMAIL, f"--password={secrets.token_urlsafe(16)}",  # may start with "-"
                "--api-credits", str(BENCH_CREDITS), "--plan", "bench")
     return mesh.admin("create-key", BENCH_EMAIL, "--name", "bench")
 

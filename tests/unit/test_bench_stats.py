@@ -134,9 +134,11 @@ def test_request_spec_sends_json_with_its_length() -> None:
 
 def _run(label_s: float, total_peak_bytes: int) -> JobRun:
     mib = 1024 * 1024
-    memory = [MemoryPeak("orchestrator", 100 * mib, 200 * mib, 3.0, 10),
-              MemoryPeak("triton", 300 * mib, 400 * mib, 1.0, 10),
-              MemoryPeak("total", 400 * mib, total_peak_bytes, 3.0, 10)]
+    memory = [MemoryPeak(prefix + "orchestrator", 100 * mib, 200 * mib, 3.0, 10)
+              for prefix in ("", "pss:")]
+    memory += [MemoryPeak(prefix + "triton", 300 * mib, 400 * mib, 1.0, 10) for prefix in ("", "pss:")]
+    memory += [MemoryPeak("total", 400 * mib, total_peak_bytes + mib, 3.0, 10),
+               MemoryPeak("pss:total", 400 * mib, total_peak_bytes, 3.0, 10)]
     return JobRun(spec=JobSpec("lipsync-image", "p.png", "480p", label_s), job={"status": "completed"},
                   wall_s=5.0, triton={}, memory=memory, output=None,
                   stages=((0.1, "download"), (0.5, "analysis"), (2.0, "render")))
@@ -162,3 +164,5 @@ def test_sampler_sees_this_process_and_sums_the_trees() -> None:
     peaks = {peak.name: peak for peak in sampler.peaks()}
     assert peaks["a"].peak_bytes > 0 and peaks["a"].samples >= 1
     assert peaks["total"].peak_bytes >= peaks["a"].peak_bytes + peaks["b"].peak_bytes - 4 * 1024 * 1024
+    # PSS: this process's share of its pages, never more than its RSS
+    assert 0 < peaks["pss:a"].peak_bytes <= peaks["a"].peak_bytes

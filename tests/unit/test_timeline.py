@@ -32,7 +32,7 @@ def test_silence_is_as_long_as_the_video() -> None:
 
 def _voice(seconds: float, level: float) -> Voice:
     samples = np.full(int(seconds * AUDIO_RATE_HZ), level, np.float32)
-    return Voice(output=samples, features=samples[::3])
+    return Voice(features=samples[::3], decode_output=lambda: samples)
 
 
 def test_left_right_puts_the_right_voice_after_the_left() -> None:
