@@ -21,7 +21,7 @@ from mouthcues.acoustics import analyse_audio, quiet_cut_points  # noqa: E402
 from mouthcues.closures import closure_frames, closure_intervals  # noqa: E402
 from mouthcues.phones import PhoneSegment  # noqa: E402
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
-from mouthcues.pipeline import MouthFeatures, extract_mouth_features, n_video_frames  # noqa: E402
+from mouthcues.pipeline import MouthFeatures, extract_mouth_features, n_video_frames, split_points  # noqa: E402
 
 SAMPLE_RATE_HZ = 16_000
 OPEN_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH"}
@@ -245,3 +245,33 @@ def test_bilabials_heard_in_silence_do_not_close_the_lips() -> None:
     intervals = closure_intervals([PhoneSegment("M", 0.5, 0.6)], activity, 100.0)
     assert intervals == []
     assert closure_frames(intervals, 50, 25.0).max() == 0.0
+
+
+@pytest.mark.parametrize("fps", [25.0, 29.97])
+def test_parts_cut_in_a_pause_and_concatenate_to_the_whole(decoder: PhoneRecognizer, english: MouthFeatures,
+                                                           fps: float) -> None:
+    audio = load_speech("speech_en_1.wav")
+    whole = english if fps == 25.0 else extract_mouth_features(audio, fps, decoder)
+    parts = [extract_mouth_features(audio, fps, decoder, part=i, parts=2) for i in range(2)]
+    assert all(p.mouth_params.shape[0] > 0 for p in parts)  # this clip has a pause near its middle
+    joined = np.concatenate([p.mouth_params for p in parts])
+    assert joined.shape == whole.mouth_params.shape
+    # loudness and voice activity are measured on the whole audio, so they agree exactly
+    np.testing.assert_array_equal(np.concatenate([p.energy for p in parts]), whole.energy)
+    np.testing.assert_array_equal(joined[:, 7], whole.mouth_params[:, 7])
+    # the phones come from shorter decodes: close to the whole's, not identical
+    assert np.abs(joined[:, :7] - whole.mouth_params[:, :7]).mean() < 0.05
+    acoustic = analyse_audio(audio)
+    bound = split_points(acoustic, 2)[1]
+    assert acoustic.energy[bound] <= 0.1
+
+
+def test_sound_without_a_pause_near_the_middle_is_not_cut(decoder: PhoneRecognizer) -> None:
+    t = np.arange(3 * SAMPLE_RATE_HZ) / SAMPLE_RATE_HZ
+    hum = 0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))
+    audio = np.concatenate([np.zeros(int(0.8 * SAMPLE_RATE_HZ)), hum]).astype(np.float32)  # 3.8 s
+    assert split_points(analyse_audio(audio), 2)[1] == 0  # the second part takes everything
+    parts = [extract_mouth_features(audio, 25.0, decoder, part=i, parts=2) for i in range(2)]
+    assert parts[0].mouth_params.shape[0] == 0 and parts[1].mouth_params.shape[0] == 95
+    with pytest.raises(ValueError):
+        extract_mouth_features(audio, 25.0, decoder, part=2, parts=2)

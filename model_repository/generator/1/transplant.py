@@ -440,6 +440,7 @@ class TransplantGraph:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # as in lipwarp.render: idle instances hand memory back
         self._session = ort.InferenceSession(str(Path(model_dir) / GRAPH_FILE), options,
                                              providers=["CPUExecutionProvider"])
 

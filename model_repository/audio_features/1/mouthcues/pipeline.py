@@ -42,7 +42,9 @@ PHONE_WEIGHT = 0.65  # share of the phone tracks where allphone decoding hears s
 ALIGNED_PHONE_WEIGHT = 0.8  # and where the phones are word-aligned (exact)
 DECODE_CHUNK_S = 30.0
 CUT_SEARCH_S = 3.0
-PART_SEARCH_S = 1.0  # parts decode side by side: near-equal parts matter more than deep pauses
+PART_SEARCH_S = 1.0  # a part's bound is looked for within this much of its nominal place,
+PART_SEARCH_SHARE = 0.25  # or this share of a part's length, whichever is more,
+PAUSE_ENERGY = 0.1  # in a pause: normalised energy at most this (0 = the silence floor)
 
 
 @dataclass(frozen=True)
@@ -134,15 +136,20 @@ def resample_to_video(
 
 
 def split_points(acoustic: AcousticTracks, parts: int) -> list[int]:
-    """Track-frame bounds [0, ..., n] of `parts` near-equal parts, each inner bound at the
-    quietest frame within PART_SEARCH_S of its nominal place (a pause, not a phone)."""
+    """Track-frame bounds [0, ..., n] of `parts` parts of similar length, each inner bound in
+    a pause: the quietest frame within PART_SEARCH of its nominal place, taken only if it is
+    near the recording's silence floor. Where the speech has no pause there, the bound falls
+    on the previous one and that part is empty: the recogniser is never cut mid-phrase (it
+    would lose the words' context), at the price of less work done side by side."""
     n = acoustic.n_frames
     bounds = [0]
-    search = int(PART_SEARCH_S * TRACK_RATE_HZ)
+    search = max(int(PART_SEARCH_S * TRACK_RATE_HZ), int(PART_SEARCH_SHARE * n / parts))
     for i in range(1, parts):
         nominal = n * i // parts
         lo, hi = max(bounds[-1] + 1, nominal - search), min(nominal + search, n - 1)
-        bounds.append(lo + int(np.argmin(acoustic.level_db[lo:hi])) if hi > lo else max(bounds[-1], nominal))
+        quietest = lo + int(np.argmin(acoustic.level_db[lo:hi])) if hi > lo else bounds[-1]
+        in_pause = hi > lo and acoustic.energy[quietest] <= PAUSE_ENERGY
+        bounds.append(quietest if in_pause else bounds[-1])
     bounds.append(n)
     return bounds
 
