@@ -8,7 +8,7 @@ import pytest
 from orchestrator.stages import TritonStages
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.audio import decode_audio, normalise_loudness
-from preprocess.decode import load_image
+from preprocess.decode import iter_video_frames, load_image
 from tests.integration.fixtures_triton import TritonServer
 from tests.servers import MEDIA_DIR
 
@@ -55,6 +55,21 @@ async def test_face_detection_finds_both_people_left_and_right(stages: TritonSta
 async def test_face_detection_returns_no_rows_for_an_image_without_a_face(stages: TritonStages) -> None:
     noise = np.random.default_rng(3).integers(0, 255, (360, 480, 3), dtype=np.uint8)
     assert await stages.detect_faces(noise) == []
+
+
+async def test_face_detection_tracks_a_batch_of_video_frames_like_frame_by_frame(stages: TritonStages) -> None:
+    frames = np.stack(list(iter_video_frames(MEDIA_DIR / "talk_a.mp4", 25.0, (480, 480), 0))[:6])
+    first = (await stages.detect_faces(frames[0]))[0]
+    tracked = await stages.track_faces(frames[1:], max_faces=4, prior_boxes=first.box[None])
+    assert [len(found) for found in tracked] == [1] * 5
+    prior = first.box[None]
+    for frame, found in zip(frames[1:], tracked):
+        alone = (await stages.detect_faces(frame, max_faces=4, prior_boxes=prior))[0]
+        np.testing.assert_allclose(found[0].landmarks, alone.landmarks, atol=1e-3)
+        prior = alone.box[None]
+    # a batch that starts without priors detects on its first frame
+    fresh = await stages.track_faces(frames[:2])
+    assert [len(found) for found in fresh] == [1, 1]
 
 
 async def test_generator_opens_the_mouth_it_is_asked_to_open(stages: TritonStages) -> None:
