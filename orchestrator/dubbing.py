@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
 from orchestrator.mouth_library import build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
-from orchestrator.stages import RENDER_AHEAD, DetectedFace, Stages
+from orchestrator.batches import abandon, pipelined
+from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
@@ -110,7 +110,7 @@ async def track_video(
                 previous = face
             await on_frame(len(faces))
     finally:
-        await asyncio.gather(upcoming, return_exceptions=True)  # let the worker finish its batch
+        await abandon([upcoming], cancel=False)  # the worker thread finishes writing its batch
     store.flush()
     if not any(face is not None for face in faces):
         raise MediaError("face_not_found", "No face found in any frame of the video")
@@ -203,20 +203,12 @@ async def render_dub(
     spans = [(start, min(total, start + batch)) for start in range(0, total, batch)]
     if not spans:
         return
-    ahead: deque[asyncio.Future[dict[int, tuple[np.ndarray, np.ndarray]]]] = deque()
-    queued = 0
-    try:
-        for start, stop in spans:
-            while queued < len(spans) and len(ahead) <= RENDER_AHEAD:
-                ahead.append(asyncio.ensure_future(job.render(*spans[queued])))
-                queued += 1
-            rendered = await ahead.popleft()
-            await asyncio.to_thread(job.write, start, stop, rendered, writer)
-            await on_batch(stop)
-    finally:
-        for task in ahead:  # canceled or failed mid-way: do not leave later batches running
-            task.cancel()
-        await asyncio.gather(*ahead, return_exceptions=True)
+
+    async def compose(start: int, stop: int, rendered: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        await asyncio.to_thread(job.write, start, stop, rendered, writer)
+        await on_batch(stop)
+
+    await pipelined(spans, job.render, compose)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
 
 log = logging.getLogger("orchestrator")
+_LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
+_LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 TERMINAL = ("completed", "failed", "canceled")
 RETRY_DELAY_S = 5.0
@@ -176,9 +178,8 @@ class Orchestrator:
 def release_heap() -> None:
     """Hand the heap a finished job freed back to the system (glibc keeps it otherwise), so
     an idle orchestrator does not hold its largest job's memory."""
-    libc = ctypes.util.find_library("c")
-    if libc:
-        ctypes.CDLL(libc).malloc_trim(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:

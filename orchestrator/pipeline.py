@@ -5,7 +5,6 @@ ours and the job is retried by redelivery."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from orchestrator.batches import abandon
 from orchestrator.billing import Billing
 from orchestrator.dubbing import choose_references, render_dub, timeline, track_video
 from orchestrator.faces import scale_face, select_faces
@@ -172,15 +172,13 @@ async def _speech_all(res: JobResources, voices: list[Voice], fps: float) -> lis
 @asynccontextmanager
 async def _background(work: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]]:
     """Run `work` as a task beside the block (await the task inside it for the result); a
-    block that fails cancels the task, and the task's own failure surfaces where awaited."""
+    block that fails cancels the task (its own failure, if any, is logged by `abandon`)."""
     task = asyncio.ensure_future(work)
     try:
         yield task
     finally:
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await abandon([task])
 
 
 def _load_mask(files: dict[str, Path], size: tuple[int, int], settings: OrchestratorSettings) -> np.ndarray | None:

@@ -4,13 +4,13 @@ its mouth parameters and motion, then blended back. Frames stream in batches."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.stages import RENDER_AHEAD, DetectedFace, Rendered, Stages
+from orchestrator.batches import pipelined
+from orchestrator.stages import DetectedFace, Rendered, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box
@@ -49,27 +49,14 @@ async def render_still(
             rendered.append((box, out))
         return rendered
 
-    # Batches in flight: Triton renders the next ones (RENDER_AHEAD) while this process
-    # blends and encodes the current one, so every core works.
-    starts = list(range(0, frame_count, batch))
-    ahead: deque[asyncio.Task[list[tuple[CropBox, Rendered]]]] = deque()
-    queued = 0
-    try:
-        for start in starts:
-            while queued < len(starts) and len(ahead) <= RENDER_AHEAD:
-                first = starts[queued]
-                ahead.append(asyncio.create_task(render_batch(first, min(frame_count, first + batch))))
-                queued += 1
-            stop = min(frame_count, start + batch)
-            rendered = await ahead.popleft()
-            # Blending and encoding run in a worker thread (OpenCV, PIL and x264 release the
-            # GIL), so the event loop keeps driving the next batches' gRPC calls meanwhile.
-            await asyncio.to_thread(_compose_batch, image, rendered, stop - start, writer)
-            await on_batch(stop)
-    finally:
-        for task in ahead:
-            task.cancel()
-        await asyncio.gather(*ahead, return_exceptions=True)
+    async def compose(start: int, stop: int, rendered: list[tuple[CropBox, Rendered]]) -> None:
+        # Blending and encoding run in a worker thread (OpenCV, PIL and x264 release the
+        # GIL), so the event loop keeps driving the next batches' gRPC calls meanwhile.
+        await asyncio.to_thread(_compose_batch, image, rendered, stop - start, writer)
+        await on_batch(stop)
+
+    await pipelined([(start, min(frame_count, start + batch)) for start in range(0, frame_count, batch)],
+                    render_batch, compose)
 
 
 def _compose_batch(image: np.ndarray, rendered: list[tuple[CropBox, Rendered]], count: int,

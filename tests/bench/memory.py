@@ -55,12 +55,13 @@ def rss_bytes(pid: int, proc: Path = PROC) -> int:
 
 def pss_bytes(pid: int, proc: Path = PROC) -> int:
     try:
-        for line in (proc / str(pid) / "smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        text = (proc / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0  # the process ended while we looked, as in rss_bytes
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no Pss line in /proc/{pid}/smaps_rollup")
 
 
 def tree_rss_bytes(root: int, proc: Path = PROC) -> int:

@@ -27,6 +27,8 @@ from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
 
 log = logging.getLogger(__name__)
+_LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
+_LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 MAX_AUDIO_S = 3600.0  # the product caps audio at 600 s; the stage refuses only absurd inputs
 
@@ -82,9 +84,8 @@ def _response(features: MouthFeatures) -> Any:
 def _release_heap() -> None:
     """Hand the heap freed by a long audio back to the system: the stub idles between jobs
     and would otherwise keep its largest request's worth of memory."""
-    libc = ctypes.util.find_library("c")
-    if libc:
-        ctypes.CDLL(libc).malloc_trim(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _error(message: str) -> Any:

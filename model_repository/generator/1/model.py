@@ -31,6 +31,8 @@ from lipwarp.render import Renderer  # noqa: E402
 from transplant_batch import TransplantRenderer  # noqa: E402
 
 log = logging.getLogger(__name__)
+_LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
+_LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 MAX_FRAMES_PER_REQUEST = 4096
 
@@ -85,9 +87,8 @@ class TritonPythonModel:
 def _release_heap() -> None:
     """Hand freed heap back to the system after each request: without it glibc keeps the
     largest batch's buffers (a 720p job's) for as long as the instance lives."""
-    libc = ctypes.util.find_library("c")
-    if libc:
-        ctypes.CDLL(libc).malloc_trim(0)
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _error(message: str) -> Any:
