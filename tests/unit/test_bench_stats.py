@@ -159,10 +159,21 @@ def test_memory_report_flags_a_long_job_above_the_limit() -> None:
 
 def test_sampler_sees_this_process_and_sums_the_trees() -> None:
     me = os.getpid()
-    with TreeSampler({"a": me, "b": me}, interval_s=0.01) as sampler:
+    with TreeSampler({"a": me, "b": me}, interval_s=0.01, pss_interval_s=0.0) as sampler:
         time.sleep(0.05)
     peaks = {peak.name: peak for peak in sampler.peaks()}
     assert peaks["a"].peak_bytes > 0 and peaks["a"].samples >= 1
     assert peaks["total"].peak_bytes >= peaks["a"].peak_bytes + peaks["b"].peak_bytes - 4 * 1024 * 1024
     # PSS: this process's share of its pages, never more than its RSS
     assert 0 < peaks["pss:a"].peak_bytes <= peaks["a"].peak_bytes
+    assert peaks["pss:a"].samples == peaks["a"].samples  # an interval of 0: PSS at every sample
+
+
+def test_sampler_reads_pss_only_at_its_own_interval() -> None:
+    """PSS costs the kernel a walk over every page table: sampled far less often than RSS."""
+    me = os.getpid()
+    with TreeSampler({"a": me}, interval_s=0.01, pss_interval_s=3600.0) as sampler:
+        time.sleep(0.05)
+    peaks = {peak.name: peak for peak in sampler.peaks()}
+    assert peaks["a"].samples >= 1 and peaks["pss:a"].samples == 0
+    assert peaks["pss:a"].peak_bytes == peaks["pss:a"].idle_bytes > 0  # the reading at the start
