@@ -40,11 +40,16 @@ T = TypeVar("T")
 SHORT_SIDES = {"480p": 480, "720p": 720}
 DETECT_MAX_SIDE = 1920
 AUDIO_ROLES = ("audio", "left_audio", "right_audio")
-# Speech between these lengths is decoded in parts side by side. Shorter speech is not worth
-# it; longer speech is not split because each part's request carries the whole audio (its
-# loudness is measured on all of it), which would double the memory the long job holds,
+# Speech between these lengths may be decoded in parts side by side. Shorter speech is not
+# worth it; longer speech is not split because each part's request carries the whole audio
+# (its loudness is measured on all of it), which would double the memory the long job holds,
 # while the wait for its mouth parameters is a smaller share of its rendering time.
 SPLIT_SPEECH_S = (4.0, 120.0)
+# From this length on, the stage decodes speech in at least two ~30 s pieces (see its
+# README): split there, the parts give the same phones as one request, so such speech always
+# goes as one part per stage instance. Shorter speech is split only when the settings ask.
+EXACT_SPLIT_S = 34.0
+AUDIO_INSTANCES = 2  # model_repository/audio_features/config.pbtxt
 
 
 @dataclass
@@ -155,12 +160,13 @@ def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
 
 
 async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Mouth parameters and energy per output frame. Speech of SPLIT_SPEECH_S goes to the
+    """Mouth parameters and energy per output frame. Speech of SPLIT_SPEECH_S may go to the
     audio_features stage as parts, one per stage instance, decoded side by side (unless
     `split` is off because another stage has the other core meanwhile)."""
     shortest, longest = SPLIT_SPEECH_S
-    splittable = shortest * FEATURE_RATE_HZ < voice.size <= longest * FEATURE_RATE_HZ
-    parts = res.settings.speech_parts if split and splittable else 1
+    parts = 1
+    if split and shortest * FEATURE_RATE_HZ < voice.size <= longest * FEATURE_RATE_HZ:
+        parts = AUDIO_INSTANCES if voice.size >= EXACT_SPLIT_S * FEATURE_RATE_HZ else res.settings.speech_parts
     answers = await asyncio.gather(*(res.stages.audio_features(voice, fps, part=(i, parts)) for i in range(parts)))
     return (np.concatenate([a.mouth_params for a in answers]), np.concatenate([a.energy for a in answers]))
 

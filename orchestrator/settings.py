@@ -38,11 +38,12 @@ class OrchestratorSettings(BaseSettings):
     max_deliver: int = 3
     concurrency: int = 1
     render_batch: int = 25
-    # Parts a speech of 4-120 s is split into for the audio_features stage, decoded side by
-    # side by its instances (model_repository/audio_features/config.pbtxt). Off (1) by
-    # default: two parts halve the analysis wait but cost some lip-sync accuracy, because the
-    # recogniser loses the words' context at the cut (measured: bilabial AUC 1.00 -> 0.83 on
-    # a 5 s clip, -0.01..-0.03 on 8 s clips).
+    # Parts a speech of 4-34 s is split into for the audio_features stage, decoded side by
+    # side by its instances (model_repository/audio_features/config.pbtxt); speech of 34-120 s
+    # always goes in two parts, cut where the stage cuts its decode pieces anyway. Off (1) by
+    # default: two parts cut the analysis wait by a third but cost some lip-sync accuracy,
+    # because the recogniser hears less of the words around the cut (measured in `make eval`:
+    # bilabial AUC 0.01-0.04 lower on 8 s clips, unchanged on a 5 s one).
     speech_parts: int = 1
 
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).

@@ -17,6 +17,7 @@ MEDIA_DIR = ROOT.parent / "shared" / "media"
 if str(STAGE_DIR) not in sys.path:
     sys.path.insert(0, str(STAGE_DIR))
 
+from preprocess.audio import loudness_gain  # noqa: E402
 from mouthcues.acoustics import analyse_audio, quiet_cut_points  # noqa: E402
 from mouthcues.closures import closure_frames, closure_intervals  # noqa: E402
 from mouthcues.phones import PhoneSegment  # noqa: E402
@@ -275,3 +276,41 @@ def test_sound_without_a_pause_near_the_middle_is_not_cut(decoder: PhoneRecogniz
     assert parts[0].mouth_params.shape[0] == 0 and parts[1].mouth_params.shape[0] == 95
     with pytest.raises(ValueError):
         extract_mouth_features(audio, 25.0, decoder, part=2, parts=2)
+
+
+def test_equal_speech_gives_equal_mouths_whatever_the_decoder_heard_before(decoder: PhoneRecognizer) -> None:
+    """PocketSphinx carries state between utterances; the stage resets it, so a request's
+    answer does not depend on which requests its instance served before (determinism)."""
+    english, mandarin, other = (load_speech(name) for name in ("speech_en_1.wav", "speech_zh_1.wav", "speech_en_3.wav"))
+    english *= loudness_gain(english)  # as the orchestrator sends it
+    fresh = PhoneRecognizer()
+    first = extract_mouth_features(english, 25.0, fresh)  # a decoder's first request
+    answers = [extract_mouth_features(english, 25.0, fresh)]
+    for before in (mandarin, other):  # allphone pieces, word-aligned pieces
+        extract_mouth_features(before, 25.0, decoder)
+        answers.append(extract_mouth_features(english, 25.0, decoder))
+    for later in answers:
+        assert [s.describe() for s in later.phones] == [s.describe() for s in first.phones]
+        np.testing.assert_array_equal(later.mouth_params, first.mouth_params)
+
+
+def test_speech_of_several_pieces_splits_at_the_piece_cuts_exactly(decoder: PhoneRecognizer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long speech is decoded in pieces anyway; parts made of whole pieces give the whole's
+    phones, and the mouth differs only next to the cut (co-articulation across it)."""
+    import mouthcues.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "DECODE_CHUNK_S", 3.0)  # an 8 s clip in 3 s pieces: as 60 s in 30 s ones
+    monkeypatch.setattr(pipeline, "CUT_SEARCH_S", 1.0)
+    audio = load_speech("speech_en_1.wav")
+    whole = extract_mouth_features(audio, 25.0, decoder)
+    parts = [extract_mouth_features(audio, 25.0, decoder, part=i, parts=2) for i in range(2)]
+    assert [s.describe() for p in parts for s in p.phones] == [s.describe() for s in whole.phones]
+    joined = np.concatenate([p.mouth_params for p in parts])
+    assert joined.shape == whole.mouth_params.shape
+    cut_s = parts[0].mouth_params.shape[0] / 25.0
+    cuts = quiet_cut_points(analyse_audio(audio), 300, 100)
+    assert any(abs(cut_s - c / 100.0) <= 0.04 for c in cuts[1:-1])  # the bound is a piece cut
+    differ = np.flatnonzero(np.abs(joined - whole.mouth_params).max(axis=1) > 1e-6) / 25.0
+    assert np.all(np.abs(differ - cut_s) <= 1.0)  # the dominance tails reach about a second
+    assert np.abs(joined - whole.mouth_params).max() < 0.1

@@ -43,6 +43,23 @@ class DecoderSettings:
     phone_beam: float = 1e-20
 
 
+WARM_UP_PCM = (np.random.default_rng(0).standard_normal(SAMPLE_RATE_HZ) * 300).astype(np.int16).tobytes()
+
+
+def fresh_start(decoder: "pocketsphinx.Decoder") -> None:
+    """Reset the feature front end before an utterance: PocketSphinx otherwise carries its
+    state from one utterance into the next, so the same audio could come out as other phones
+    after other requests. (A decoder's very first utterance differs from all later ones
+    too; `warm_up` spends it on a second of quiet noise at start-up.)"""
+    decoder.reinit_feat()
+
+
+def warm_up(decoder: "pocketsphinx.Decoder") -> None:
+    decoder.start_utt()
+    decoder.process_raw(WARM_UP_PCM, full_utt=True)
+    decoder.end_utt()
+
+
 def to_pcm16(audio: np.ndarray) -> bytes:
     """16-bit little-endian PCM bytes of float audio in [-1, 1], as PocketSphinx reads it."""
     return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
@@ -62,13 +79,16 @@ class AllphoneDecoder:
             lw=settings.language_weight,
             beam=settings.beam,
             pbeam=settings.phone_beam,
+            cmn="batch",  # each piece normalised by its own mean: the whole piece is at hand
             loglevel="FATAL",
         )
+        warm_up(self._decoder)
 
     def decode(self, audio: np.ndarray, offset_s: float = 0.0) -> list[PhoneSegment]:
         """Phones of one piece of 16 kHz mono float audio, shifted by offset_s."""
         if audio.shape[0] < MIN_PIECE_S * SAMPLE_RATE_HZ:
             return []
+        fresh_start(self._decoder)
         self._decoder.start_utt()
         self._decoder.process_raw(to_pcm16(audio), full_utt=True)
         self._decoder.end_utt()

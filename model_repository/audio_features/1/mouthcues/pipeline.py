@@ -45,6 +45,7 @@ CUT_SEARCH_S = 3.0
 PART_SEARCH_S = 1.0  # a part's bound is looked for within this much of its nominal place,
 PART_SEARCH_SHARE = 0.25  # or this share of a part's length, whichever is more,
 PAUSE_ENERGY = 0.1  # in a pause: normalised energy at most this (0 = the silence floor)
+PART_CONTEXT_S = 1.5  # a part is decoded with about this much of its neighbours' speech around it
 
 
 @dataclass(frozen=True)
@@ -154,14 +155,24 @@ def split_points(acoustic: AcousticTracks, parts: int) -> list[int]:
     return bounds
 
 
+def _quiet_near(acoustic: AcousticTracks, frame: int, search: int) -> int:
+    """The quietest track frame within `search` of `frame` (clipped to the audio)."""
+    lo, hi = max(frame - search, 0), min(frame + search + 1, acoustic.n_frames)
+    if hi <= lo:
+        return min(max(frame, 0), acoustic.n_frames)
+    return lo + int(np.argmin(acoustic.level_db[lo:hi]))
+
+
 def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecognizer,
                            part: int = 0, parts: int = 1) -> MouthFeatures:
     """Mouth parameters for 16 kHz mono float32 audio in [-1, 1] at fps video frames per second.
 
-    With parts > 1, only part `part` of the audio (split at pauses by `split_points`) is
-    decoded and only its video frames are returned; the parts of one audio, each computed
-    on its own (in parallel by several stage instances), concatenate to the whole answer,
-    because loudness, voice activity and the split itself are measured on the whole audio."""
+    With parts > 1, only part `part` of the audio is decoded and only its video frames are
+    returned: a run of the ~30 s decode pieces when there are enough of them (the phones
+    are then those of the whole audio), else a stretch between pauses (`split_points`),
+    decoded with some context. The parts of one audio, each computed on its own (in
+    parallel by several stage instances), concatenate to the whole answer, because
+    loudness, voice activity and the split itself are measured on the whole audio."""
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps}")
     if parts < 1 or not 0 <= part < parts:
@@ -169,11 +180,24 @@ def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecogniz
     audio = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1))
     # 1. Language-independent acoustic tracks (blockwise, flat memory).
     acoustic = analyse_audio(audio)
-    first, last = split_points(acoustic, parts)[part : part + 2]
     # 2. Phones of this part, decoded in ~30 s pieces cut at the quietest nearby moment.
-    cuts = quiet_cut_points(
-        acoustic, int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ), first, last
-    )
+    chunk, search = int(DECODE_CHUNK_S * TRACK_RATE_HZ), int(CUT_SEARCH_S * TRACK_RATE_HZ)
+    pieces = quiet_cut_points(acoustic, chunk, search)
+    if len(pieces) - 1 >= parts:
+        # Speech of at least as many pieces as parts (always the whole, parts = 1): each part
+        # is a run of whole pieces, decoded exactly as in the whole audio; only co-articulation
+        # across a cut (in the quiet there) is lost.
+        runs = [round(i * (len(pieces) - 1) / parts) for i in range(parts + 1)]
+        cuts = pieces[runs[part] : runs[part + 1] + 1]
+        first, last = cuts[0], cuts[-1]
+    else:
+        # Shorter speech split anyway: bounds in pauses, and the neighbours lend each part some
+        # context (their frames are decoded, not answered) so words at a bound keep theirs.
+        first, last = split_points(acoustic, parts)[part : part + 2]
+        context = int(PART_CONTEXT_S * TRACK_RATE_HZ)
+        decode_first = _quiet_near(acoustic, first - context, context // 3) if part > 0 else 0
+        decode_last = _quiet_near(acoustic, last + context, context // 3) if part < parts - 1 else acoustic.n_frames
+        cuts = quiet_cut_points(acoustic, chunk, search, decode_first, decode_last)
     decoding = decoder.decode_pieces(audio, cuts, acoustic.activity)
     # 3. Co-articulated viseme tracks (Cohen-Massaro dominance blending).
     phone_tracks = blend_dominance(decoding.segments, acoustic.n_frames)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .phones import FRAME_RATE_HZ, MIN_PIECE_S, SAMPLE_RATE_HZ, PhoneSegment, to_pcm16
+from .phones import FRAME_RATE_HZ, MIN_PIECE_S, SAMPLE_RATE_HZ, PhoneSegment, fresh_start, to_pcm16, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,10 @@ class WordAligner:
             bestpath=True,
             maxhmmpf=settings.max_hmms_per_frame,
             maxwpf=settings.max_words_per_frame,
+            cmn="batch",  # each piece normalised by its own mean: the whole piece is at hand
             loglevel="FATAL",
         )
+        warm_up(self._decoder)
 
     def align(self, audio: np.ndarray, activity: np.ndarray, offset_s: float = 0.0) -> AlignedPiece:
         """Recognise one piece; if the words are believable, return their timed phones.
@@ -95,6 +97,7 @@ class WordAligner:
             return AlignedPiece((), 0.0, 0.0, ())
         piece_end_s = offset_s + audio.shape[0] / SAMPLE_RATE_HZ
         pcm = to_pcm16(np.concatenate([audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE_HZ), np.float32)]))
+        fresh_start(self._decoder)
         self._decode(pcm)
         words = self._current_words()
         confidence = float(np.median([w.posterior for w in words])) if words else 0.0
