@@ -13,7 +13,6 @@ import numpy as np
 
 from lipwarp import graphspec as spec
 from lipwarp import landmarks as ix
-from lipwarp.landmarks import FaceFrame
 
 IVORY = np.array([238.0, 232.0, 216.0])
 SKIN_POINTS = (50, 280, 205, 425, 200, 18, 101, 330)
@@ -108,48 +107,77 @@ def mouth_fill_feeds(landmarks: np.ndarray, palette: FacePalette, side_px: int) 
     return band_feeds("fill", layer, params, palette.fill)
 
 
-def _curve_table(points_uv: np.ndarray) -> np.ndarray:
-    u = np.maximum.accumulate(points_uv[:, 0])
-    v = points_uv[:, 1]
-    span = np.maximum(np.diff(u), 1e-4)
-    return np.concatenate([[v[0]], u[:-1], 1.0 / span, np.diff(v)])
+def _curve_tables(points_uv: np.ndarray) -> np.ndarray:
+    """[..., 31] ramp tables of polylines [..., 11, 2] in (u, v)."""
+    u = np.maximum.accumulate(points_uv[..., 0], axis=-1)
+    v = points_uv[..., 1]
+    span = np.maximum(np.diff(u, axis=-1), 1e-4)
+    return np.concatenate([v[..., :1], u[..., :-1], 1.0 / span, np.diff(v, axis=-1)], axis=-1)
+
+
+@dataclass(frozen=True)
+class MouthLayers:
+    """`MouthLayer`s of T frames, each field with a leading T axis."""
+
+    roi: np.ndarray  # int64 [T, 4]
+    affine: np.ndarray  # float32 [T, 2, 3]
+    curves: np.ndarray  # float32 [T, 2, 31]
+    half_width_px: np.ndarray  # [T]
+    gap_px: np.ndarray  # [T]
+    centre_px: np.ndarray  # [T, 2]
+    axis: np.ndarray  # [T, 2]
+
+    def __getitem__(self, i: int) -> MouthLayer:
+        return MouthLayer(self.roi[i], self.affine[i], self.curves[i], float(self.half_width_px[i]),
+                          float(self.gap_px[i]), self.centre_px[i], self.axis[i])
+
+
+def mouth_layers(inner_upper_px: np.ndarray, inner_lower_px: np.ndarray, side_px: int,
+                 margin_px: int = 3) -> MouthLayers:
+    """ROIs and mouth-frame tables of T inner-lip contours ([T, 11, 2] upper, [T, 11, 2] lower)."""
+    left, right = inner_upper_px[:, 0], inner_upper_px[:, -1]
+    centre = (left + right) / 2
+    width = np.linalg.norm(right - left, axis=-1)
+    half_w = np.maximum(width / 2, 1.0)
+    axis = (right - left) / np.maximum(width, 1e-6)[:, None]
+    perp = np.stack([-axis[:, 1], axis[:, 0]], axis=-1)
+    pts = np.concatenate([inner_upper_px, inner_lower_px], axis=1)
+    lo, hi = pts.min(axis=1), pts.max(axis=1)
+    x0 = np.clip(np.floor(lo[:, 0]) - margin_px, 0, side_px - 2).astype(np.int64)
+    y0 = np.clip(np.floor(lo[:, 1]) - margin_px, 0, side_px - 2).astype(np.int64)
+    x1 = np.clip(np.ceil(hi[:, 0]) + margin_px, x0 + 2, side_px).astype(np.int64)
+    y1 = np.clip(np.ceil(hi[:, 1]) + margin_px, y0 + 2, side_px).astype(np.int64)
+    along = (centre * axis).sum(-1)
+    across = (centre * perp).sum(-1)
+    affine = np.stack([np.concatenate([axis / half_w[:, None], (-along / half_w)[:, None]], axis=1),
+                       np.concatenate([perp, -across[:, None]], axis=1)], axis=1)
+
+    def to_uv(points: np.ndarray) -> np.ndarray:
+        rel = points - centre[:, None]
+        return np.stack([(rel * axis[:, None]).sum(-1) / half_w[:, None], (rel * perp[:, None]).sum(-1)], axis=-1)
+
+    curves = np.stack([_curve_tables(to_uv(inner_upper_px)), _curve_tables(to_uv(inner_lower_px))], axis=1)
+    gap = np.linalg.norm(inner_lower_px[:, 5] - inner_upper_px[:, 5], axis=-1)
+    return MouthLayers(np.stack([y0, x0, y1, x1], axis=1), affine.astype(np.float32), curves.astype(np.float32),
+                       half_w, gap, centre, axis)
 
 
 def mouth_layer(inner_upper_px: np.ndarray, inner_lower_px: np.ndarray, side_px: int, margin_px: int = 3) -> MouthLayer:
     """ROI and mouth-frame tables of one inner-lip contour (11 upper, 11 lower points)."""
-    left, right = inner_upper_px[0], inner_upper_px[-1]
-    centre = (left + right) / 2
-    width = float(np.linalg.norm(right - left))
-    half_w = max(width / 2, 1.0)
-    axis = (right - left) / max(width, 1e-6)
-    perp = np.array([-axis[1], axis[0]])
-    pts = np.concatenate([inner_upper_px, inner_lower_px])
-    x0 = int(np.clip(np.floor(pts[:, 0].min()) - margin_px, 0, side_px - 2))
-    y0 = int(np.clip(np.floor(pts[:, 1].min()) - margin_px, 0, side_px - 2))
-    x1 = int(np.clip(np.ceil(pts[:, 0].max()) + margin_px, x0 + 2, side_px))
-    y1 = int(np.clip(np.ceil(pts[:, 1].max()) + margin_px, y0 + 2, side_px))
-    affine = np.array([[*(axis / half_w), -centre @ axis / half_w], [*perp, -centre @ perp]])
-
-    def to_uv(p: np.ndarray) -> np.ndarray:
-        rel = p - centre
-        return np.stack([rel @ axis / half_w, rel @ perp], axis=1)
-
-    curves = np.stack([_curve_table(to_uv(inner_upper_px)), _curve_table(to_uv(inner_lower_px))])
-    gap = float(np.linalg.norm(inner_lower_px[5] - inner_upper_px[5]))
-    return MouthLayer(np.array([y0, x0, y1, x1], dtype=np.int64), affine.astype(np.float32),
-                      curves.astype(np.float32), half_w, gap, centre, axis)
+    return mouth_layers(np.asarray(inner_upper_px, dtype=np.float64)[None],
+                        np.asarray(inner_lower_px, dtype=np.float64)[None], side_px, margin_px)[0]
 
 
-def interior_vector(layer: MouthLayer, frame: FaceFrame, teeth: float, tongue: float) -> np.ndarray:
-    """Scalars of the interior drawing (graphspec layout), all in pixels of this crop."""
-    iod, gap = frame.iod_px, layer.gap_px
-    vec = np.zeros(spec.INTERIOR_LEN, dtype=np.float32)
-    vec[spec.OPEN_STRENGTH] = np.clip((gap - 1.3) / 1.5, 0.0, 1.0)
-    vec[spec.HALF_WIDTH_PX] = layer.half_width_px
-    vec[spec.TEETH_UPPER_PX] = teeth * min(0.15 * iod, 0.6 * gap)
-    vec[spec.TEETH_LOWER_PX] = teeth * float(np.clip(0.35 * (gap - 0.2 * iod), 0.0, 0.06 * iod))
-    vis = float(np.clip(tongue + 2.0 * (gap / iod - 0.22), 0.0, 1.0)) * float(np.clip(gap / (0.1 * iod), 0, 1))
-    vec[spec.TONGUE_VIS] = vis
-    vec[spec.TONGUE_PX] = (0.2 + 0.2 * tongue) * gap
-    vec[spec.DEPTH_PX] = 0.2 * iod
+def interior_vectors(layers: MouthLayers, iod: float, teeth: np.ndarray, tongue: np.ndarray) -> np.ndarray:
+    """[T, INTERIOR_LEN] scalars of the interior drawing (graphspec layout), all in pixels of this crop."""
+    gap = layers.gap_px
+    vec = np.zeros((gap.shape[0], spec.INTERIOR_LEN), dtype=np.float32)
+    vec[:, spec.OPEN_STRENGTH] = np.clip((gap - 1.3) / 1.5, 0.0, 1.0)
+    vec[:, spec.HALF_WIDTH_PX] = layers.half_width_px
+    vec[:, spec.TEETH_UPPER_PX] = teeth * np.minimum(0.15 * iod, 0.6 * gap)
+    vec[:, spec.TEETH_LOWER_PX] = teeth * np.clip(0.35 * (gap - 0.2 * iod), 0.0, 0.06 * iod)
+    vis = np.clip(tongue + 2.0 * (gap / iod - 0.22), 0.0, 1.0) * np.clip(gap / (0.1 * iod), 0, 1)
+    vec[:, spec.TONGUE_VIS] = vis
+    vec[:, spec.TONGUE_PX] = (0.2 + 0.2 * tongue) * gap
+    vec[:, spec.DEPTH_PX] = 0.2 * iod
     return vec

@@ -18,9 +18,10 @@ import onnxruntime as ort
 
 from lipwarp import graphspec as spec
 from lipwarp.field import fit_fields
-from lipwarp.interior import FacePalette, MouthLayer, face_palette, interior_vector, mouth_fill_feeds, mouth_layer
+from lipwarp.interior import FacePalette, MouthLayers, face_palette, interior_vectors, mouth_fill_feeds, mouth_layers
 from lipwarp.lids import EyeLids, eye_lids
-from lipwarp.shapes import MouthParams, Motion, SourceShape, move_with_head, source_shape, target_shape
+from lipwarp.shapes import (BLINK, HEAD_ROLL, TEETH, TONGUE, SourceShape, motion_rows, mouth_rows, move_with_head,
+                            source_shape, target_shapes)
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +72,19 @@ class PreparedSource:
         return int(self.image.shape[2])
 
 
-def _ellipse(centre_px: np.ndarray, axis: np.ndarray, half_a_px: float, half_b_px: float, strength: float,
-             side: int) -> np.ndarray:
-    """[7]: centre, inverse axes (normalised) and strength of a soft mask ellipse."""
-    perp = np.array([-axis[1], axis[0]])
-    m = np.stack([axis * side / half_a_px, perp * side / half_b_px])
-    return np.array([*(centre_px / side), *m.ravel(), strength], dtype=np.float32)
+def _ellipses(centre_px: np.ndarray, axis: np.ndarray, half_a_px: np.ndarray, half_b_px: np.ndarray,
+              strength: np.ndarray, side: int) -> np.ndarray:
+    """[T, 7]: centre, inverse axes (normalised) and strength of T soft mask ellipses."""
+    perp = np.stack([-axis[:, 1], axis[:, 0]], axis=-1)
+    m = np.stack([axis * (side / half_a_px)[:, None], perp * (side / half_b_px)[:, None]], axis=1)
+    return np.concatenate([centre_px / side, m.reshape(-1, 4), strength[:, None]], axis=1).astype(np.float32)
 
 
-def _union_roi(boxes: list[np.ndarray], side: int) -> np.ndarray:
-    b = np.stack(boxes)
+def _union_roi(boxes: np.ndarray | list[np.ndarray], side: int) -> np.ndarray:
+    b = np.asarray(boxes)
     y0, x0 = np.clip(b[:, 0].min(), 0, side - 2), np.clip(b[:, 1].min(), 0, side - 2)
     y1, x1 = np.clip(b[:, 2].max(), y0 + 2, side), np.clip(b[:, 3].max(), x0 + 2, side)
     return np.array([y0, x0, y1, x1], dtype=np.int64)
-
-
-def _bbox(points: np.ndarray, margin_px: float) -> np.ndarray:
-    lo, hi = np.floor(points.min(axis=0) - margin_px), np.ceil(points.max(axis=0) + margin_px)
-    return np.array([lo[1], lo[0], hi[1], hi[0]], dtype=np.int64)
 
 
 class Renderer:
@@ -155,57 +151,60 @@ class Renderer:
         for start in range(0, frames_count, step):
             end = min(start + step, frames_count)
             prep = prepared if prepared is not None else self.prepare(sources[start], landmarks[start], palette)
-            frames[start:end], masks[start:end] = self._render_batch(prep, mouth_params[start:end], motion[start:end])
+            self._render_batch(prep, mouth_params[start:end], motion[start:end], frames[start:end], masks[start:end])
         return frames, masks
 
-    def _render_batch(self, prep: PreparedSource, mouth_rows: np.ndarray,
-                      motion_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _render_batch(self, prep: PreparedSource, mouth_params: np.ndarray, motion_params: np.ndarray,
+                      frames: np.ndarray, masks: np.ndarray) -> None:
+        """Render into `frames` [T,S,S,3] and `masks` [T,S,S] (contiguous; the graph writes
+        its outputs there directly)."""
         side = prep.side
         grid = self._grid(side)
-        mouths = [MouthParams.from_row(row) for row in mouth_rows]
-        motions = [Motion.from_row(row) for row in motion_rows]
-        shapes = [target_shape(prep.shape, m, mo) for m, mo in zip(mouths, motions)]
-        field = fit_fields(np.stack([s.target_px for s in shapes]), np.stack([s.source_px for s in shapes]), side)
-        layers = [mouth_layer(s.inner_upper_px, s.inner_lower_px, side) for s in shapes]
-        interior = np.stack([interior_vector(layer, s.frame, m.teeth, m.tongue)
-                             for layer, s, m in zip(layers, shapes, mouths)])
-        blink = np.array([mo.blink for mo in motions], dtype=np.float32)
-        feeds = {**self._lid_feeds(prep, motions, side),
+        mouth, motion = mouth_rows(mouth_params), motion_rows(motion_params)
+        shapes = target_shapes(prep.shape, mouth, motion)
+        field = fit_fields(shapes.target_px, shapes.source_px, side)
+        layers = mouth_layers(shapes.inner_upper_px, shapes.inner_lower_px, side)
+        interior = interior_vectors(layers, prep.shape.frame.iod_px, mouth[:, TEETH], mouth[:, TONGUE])
+        blink = motion[:, BLINK].astype(np.float32)
+        feeds = {**self._lid_feeds(prep, motion, side),
                  "source": prep.image, "palette": prep.palette.mouth, "blink": blink,
                  "centres_aug": field.augmented(), "weights": field.weights, "affine": field.affine,
                  "grid_aug": grid.grid_aug, "grid_window": grid.grid_window, "base_grid": grid.base_grid,
                  "grid_scale": grid.grid_scale,
-                 "coarse_shape": np.array([len(shapes), grid.cells, grid.cells, 2], dtype=np.int64),
+                 "coarse_shape": np.array([len(mouth), grid.cells, grid.cells, 2], dtype=np.int64),
                  "mouth_active": np.array(bool((interior[:, spec.OPEN_STRENGTH] > 0).any())),
-                 "mouth_roi": _union_roi([layer.roi for layer in layers], side),
-                 "mouth_affine": np.stack([layer.affine for layer in layers]),
-                 "mouth_curves": np.stack([layer.curves for layer in layers]), "interior": interior,
-                 "mask_ellipses": np.stack([self._ellipses(prep, layer, row, mo, side, eyes=bool(blink.any()))
-                                            for layer, row, mo in zip(layers, interior, motions)])}
-        frame, mask = self._session.run(list(spec.OUTPUTS), feeds)
-        return frame, mask
+                 "mouth_roi": _union_roi(layers.roi, side),
+                 "mouth_affine": layers.affine, "mouth_curves": layers.curves, "interior": interior,
+                 "mask_ellipses": self._mask_ellipses(prep, layers, interior, motion, side, eyes=bool(blink.any()))}
+        frames[:], masks[:] = self._session.run(list(spec.OUTPUTS), feeds)
 
     @staticmethod
-    def _lid_feeds(prep: PreparedSource, motions: list[Motion], side: int) -> dict[str, np.ndarray]:
+    def _lid_feeds(prep: PreparedSource, motion: np.ndarray, side: int) -> dict[str, np.ndarray]:
         lids = prep.lids
-        boxes = [_bbox(move_with_head(lids.outlines_px.reshape(-1, 2), prep.shape, mo), 0.05 * prep.shape.frame.iod_px + 3)
-                 for mo in motions if mo.blink > 0]
-        roi = _union_roi(boxes, side) if boxes else np.array([0, 0, 2, 2], dtype=np.int64)
-        return {"lids_active": np.array(bool(boxes)), "eye_roi": roi, "eye_affine": lids.affine,
+        blinking = motion[motion[:, BLINK] > 0]
+        roi = np.array([0, 0, 2, 2], dtype=np.int64)
+        if len(blinking):
+            moved = move_with_head(lids.outlines_px.reshape(-1, 2), prep.shape, blinking)  # [B, P, 2]
+            margin = 0.05 * prep.shape.frame.iod_px + 3
+            lo, hi = np.floor(moved.min(axis=1) - margin), np.ceil(moved.max(axis=1) + margin)
+            roi = _union_roi(np.stack([lo[:, 1], lo[:, 0], hi[:, 1], hi[:, 0]], axis=1).astype(np.int64), side)
+        return {"lids_active": np.array(bool(len(blinking))), "eye_roi": roi, "eye_affine": lids.affine,
                 "eye_curves": lids.curves, "eye_params": lids.params}
 
     @staticmethod
-    def _ellipses(prep: PreparedSource, layer: MouthLayer, interior: np.ndarray, motion: Motion,
-                  side: int, eyes: bool) -> np.ndarray:
-        """[E, 7]: the mouth, then both eyes when any frame of the batch blinks (an open eye's
+    def _mask_ellipses(prep: PreparedSource, layers: MouthLayers, interior: np.ndarray, motion: np.ndarray,
+                       side: int, eyes: bool) -> np.ndarray:
+        """[T, E, 7]: the mouth, then both eyes when any frame of the batch blinks (an open eye's
         ellipse has zero strength, which leaves the mask exactly as without it)."""
-        open_strength = max(float(interior[spec.OPEN_STRENGTH]), float(np.clip((prep.gap_px - 1.0) / 1.5, 0, 1)))
-        rows = [_ellipse(layer.centre_px, layer.axis, 1.9 * layer.half_width_px, 1.7 * layer.half_width_px,
-                         open_strength, side)]
-        c, s = np.cos(motion.head_roll_rad), np.sin(motion.head_roll_rad)
+        open_strength = np.maximum(interior[:, spec.OPEN_STRENGTH].astype(np.float64),
+                                   float(np.clip((prep.gap_px - 1.0) / 1.5, 0, 1)))
+        half_w = layers.half_width_px
+        rows = [_ellipses(layers.centre_px, layers.axis, 1.9 * half_w, 1.7 * half_w, open_strength, side)]
+        c, s = np.cos(motion[:, HEAD_ROLL]), np.sin(motion[:, HEAD_ROLL])
         for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes) if eyes else ():
             moved = move_with_head(outline, prep.shape, motion)
-            half_w = 0.5 * float(np.ptp(outline @ axis))
-            rows.append(_ellipse(moved.mean(axis=0), np.array([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]]),
-                                 2.0 * half_w, 1.6 * half_w, float(np.clip(motion.blink / 0.05, 0, 1)), side))
-        return np.stack(rows)
+            half_eye = np.full(len(motion), 0.5 * float(np.ptp(outline @ axis)))
+            rolled = np.stack([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]], axis=-1)
+            rows.append(_ellipses(moved.mean(axis=1), rolled, 2.3 * half_eye, 1.9 * half_eye,
+                                  np.clip(motion[:, BLINK] / 0.05, 0, 1), side))
+        return np.stack(rows, axis=1)
