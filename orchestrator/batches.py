@@ -15,13 +15,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+EDGE_FRAMES = 5  # the first and the last span of a render are this short
+
+
+def batch_spans(count: int, batch: int) -> list[tuple[int, int]]:
+    """[start, stop) spans over `count` frames: `batch` frames each, except a short first and
+    last span, so that composing starts soon after the first render and little is left to
+    compose once the last render is done. A render of at most one batch is one span."""
+    if count <= batch:
+        return [(0, count)] if count > 0 else []
+    edge = min(EDGE_FRAMES, batch)
+    bounds = [0] + ([edge] if count > 2 * edge else [])
+    bounds += list(range(bounds[-1] + batch, count - edge, batch))
+    bounds += [count - edge] if count - edge > bounds[-1] else []
+    return list(zip(bounds, bounds[1:] + [count]))
+
+
 async def pipelined(spans: list[tuple[int, int]], render: Callable[[int, int], Awaitable[T]],
                     compose: Callable[[int, int, T], Awaitable[None]]) -> None:
     """render(start, stop) every span, RENDER_AHEAD spans ahead of compose(start, stop,
-    rendered), which takes them in order."""
+    rendered), which takes them in order. The first span renders alone: two requests sent
+    together may reach the stage in either order, and the first compose would then wait
+    for two renders."""
     ahead: deque[asyncio.Future[T]] = deque()
     queued = 0
     try:
+        if spans:
+            ahead.append(asyncio.ensure_future(render(*spans[0])))
+            queued = 1
+            await asyncio.wait([ahead[0]])
         for start, stop in spans:
             while queued < len(spans) and len(ahead) <= RENDER_AHEAD:
                 ahead.append(asyncio.ensure_future(render(*spans[queued])))

@@ -17,7 +17,7 @@ import numpy as np
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
 from orchestrator.mouth_library import build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
-from orchestrator.batches import abandon, pipelined
+from orchestrator.batches import abandon, batch_spans, pipelined
 from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
@@ -200,7 +200,7 @@ async def render_dub(
     total = len(order)
     refs = np.full(total, PARAMETRIC, np.int64) if references is None else np.asarray(references, np.int64)
     job = _DubBatches(source, order, refs, mouth_params, boxes, stages)
-    spans = [(start, min(total, start + batch)) for start in range(0, total, batch)]
+    spans = batch_spans(total, batch)
     if not spans:
         return
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.batches import pipelined
+from orchestrator.batches import batch_spans, pipelined
 from orchestrator.stages import DetectedFace, Rendered, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
@@ -55,8 +55,7 @@ async def render_still(
         await asyncio.to_thread(_compose_batch, image, rendered, stop - start, writer)
         await on_batch(stop)
 
-    await pipelined([(start, min(frame_count, start + batch)) for start in range(0, frame_count, batch)],
-                    render_batch, compose)
+    await pipelined(batch_spans(frame_count, batch), render_batch, compose)
 
 
 def _compose_batch(image: np.ndarray, rendered: list[tuple[CropBox, Rendered]], count: int,

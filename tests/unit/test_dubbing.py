@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.batches import batch_spans
 from orchestrator.dubbing import PARAMETRIC, SourceVideo, choose_references, render_dub
 from orchestrator.mouth_library import JAW, LIP_OPEN, N_PARAMS
 from orchestrator.stages import DetectedFace, Rendered
@@ -89,7 +90,7 @@ def test_each_output_frame_gets_its_reference_mouth_or_the_fallback() -> None:
     refs = np.array([7, 7, PARAMETRIC, 3, 9, 2, 6, PARAMETRIC, 8, 5, 0, 11, 1])
     stages, writer, progress = run_render(source, order, refs)
     assert len(writer.frames) == len(order)
-    assert progress == [4, 8, 12, 13]
+    assert progress == [stop for _, stop in batch_spans(len(order), 4)]  # a span at a time
     for k, frame in enumerate(writer.frames):
         target, ref = order[k], refs[k]
         if target == 5 or ref == target:  # no face / its own mouth chosen: untouched
