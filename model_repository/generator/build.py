@@ -31,6 +31,7 @@ from lipwarp import graphspec as spec  # noqa: E402
 
 log = logging.getLogger("generator.build")
 OPSET = 18
+LID_SMOOTH_TAPS = 11  # pixels along the eye that a closed lid's stretched skin is averaged over
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
 
@@ -217,7 +218,7 @@ def eyelids(g: GraphBuilder, grid: str, source: str, full_hw: str) -> str:
     active = g.op("Cast", g.op("Greater", blink, g.const(0.0)), to=FLOAT)
     visible = g.mul(g.clip01(g.mul(blink, g.const(1.0 / 0.15))), active)
     zero, one = g.const(0.0), g.const(1.0)
-    dx, dy, shade = zero, zero, zero
+    dx, dy, shade, smooth = zero, zero, zero, zero
     for eye in range(spec.EYES):
         a = g.split(g.reshape(g.gather("eye_affine", eye), [6]), 6)
         u = g.add(g.add(g.mul(px, a[0]), g.mul(py, a[1])), a[2])  # [T,h,w,1]
@@ -247,14 +248,22 @@ def eyelids(g: GraphBuilder, grid: str, source: str, full_hw: str) -> str:
         cast = g.mul(g.clip01(g.sub(one, g.div(edge, g.mul(lash, g.const(2.0))))), g.op("Cast", g.op("GreaterOrEqual", edge, zero), to=FLOAT))
         amount = g.add(g.mul(rim, prm[spec.EDGE_SHADE]), g.mul(cast, prm[spec.CAST_SHADOW]))
         shade = g.add(shade, g.mul(g.mul(amount, support), visible))
+        # the stretched skin repeats each column's few source rows: smoothed along the eye it
+        # reads as lid skin instead of vertical streaks (ramped in below the fold, off at the lashes)
+        stretched = g.mul(g.op("Cast", g.op("Less", edge, g.op("Neg", lash)), to=FLOAT), g.smoothstep(g.mul(x, g.const(4.0))))
+        smooth = g.add(smooth, g.mul(g.mul(stretched, support), g.mul(blink, active)))
     scale = g.reshape("grid_scale", [2])
     sx, sy = g.split(scale, 2)
     delta = g.op("Concat", g.mul(dx, sx), g.mul(dy, sy), axis=3)  # [T,h,w,2]
     warped = g.op("GridSample", source, g.add(grid, paste_delta(g, delta, roi, full_hw, channels_last=True)),
                   mode="bilinear", padding_mode="zeros", align_corners=0)
     shade = g.op("Transpose", shade, perm=[0, 3, 1, 2])  # [T,1,h,w]
+    smooth = g.op("Transpose", g.clip01(smooth), perm=[0, 3, 1, 2])
     patch = roi_patch(g, warped, roi)
-    return g.add(warped, paste_delta(g, g.op("Neg", g.mul(shade, patch)), roi, full_hw))
+    along = g.op("AveragePool", patch, kernel_shape=[1, LID_SMOOTH_TAPS], pads=[0, LID_SMOOTH_TAPS // 2] * 2,
+                 count_include_pad=0)
+    lid = g.lerp(patch, along, smooth)
+    return g.add(warped, paste_delta(g, g.sub(g.mul(lid, g.sub(g.const(1.0), shade)), patch), roi, full_hw))
 
 
 def tooth_gaps(g: GraphBuilder, u_px: str, edges: tuple[float, ...], half_w: str, width_px: float) -> str:
