@@ -239,3 +239,21 @@ def test_bad_shapes_are_refused(renderer: Renderer, portrait) -> None:  # type: 
         renderer.render(np.stack([crop, crop]), np.stack([lm, lm]), np.zeros((3, 8), np.float32), np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError):
         renderer.render(crop[None], lm[None], np.zeros((2, 8), np.float32), np.zeros((3, 4), np.float32))
+
+
+def test_a_still_source_is_prepared_once_for_its_following_requests(model_dir: Path, portrait) -> None:  # type: ignore[no-untyped-def]
+    crop, lm = portrait
+    renderer = Renderer(model_dir)
+    prepared: list[int] = []
+    original = renderer.prepare
+    renderer.prepare = lambda *args: prepared.append(1) or original(*args)  # type: ignore[method-assign]
+    params, motion = np.array([OPEN, CLOSED], np.float32), np.array([STILL, [1, 0, 0, 0]], np.float32)
+    first = renderer.render(crop[None], lm[None], params, motion)
+    again = renderer.render(crop[None], lm[None], params, motion)
+    assert len(prepared) == 1
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert np.array_equal(first[0], Renderer(model_dir).render(crop[None], lm[None], params, motion)[0])
+    moved = lm.copy()
+    moved[:, 0] += 1.0  # other landmarks: another source
+    renderer.render(crop[None], moved[None], params, motion)
+    assert len(prepared) == 2
