@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.batches import abandon, batch_spans, pipelined
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
 from orchestrator.mouth_library import build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
-from orchestrator.batches import abandon, batch_spans, pipelined
 from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer

@@ -180,10 +180,11 @@ def memory_section(runs: Sequence[JobRun], long_label: str, short_label: str) ->
         "PSS summed over each process and all its descendants (Triton: tritonserver and its "
         "Python-backend stubs; the orchestrator and its probing child), sampled every 2 s from "
         "/proc while the job ran (RSS every 0.2 s; reading PSS makes the kernel walk every page "
-        "table, which at 0.2 s took a quarter of a core from the job); samples = PSS samples; idle = at submission; sum = both trees added at the same instant; "
-        "(when) = seconds after submission and the job's stage then. PSS shares each page among the "
-        "processes that map it, so the sum is the memory the mesh holds; the RSS sum, which counts "
-        "shared pages once per process, is given as an upper bound.",
+        "table, which at 0.2 s took a quarter of a core from the job); samples = PSS samples; "
+        "idle = at submission; sum = both trees added at the same instant; (when) = seconds after "
+        "submission and the job's stage then. PSS shares each page among the processes that map "
+        "it, so the sum is the memory the mesh holds; the RSS sum, which counts shared pages once "
+        "per process, is given as an upper bound.",
         "",
         table,
         "",
