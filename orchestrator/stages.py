@@ -111,7 +111,7 @@ class TritonStages:
                              part: tuple[int, int] = (0, 1)) -> AudioFeatures:
         """Mouth parameters of the speech; with part=(i, n) those of its i-th of n parts
         (split at pauses by the stage), which concatenate in order to the whole answer."""
-        inputs = [_input("audio", audio_16k.astype(np.float32), "FP32"),
+        inputs = [_input("audio", audio_16k.astype(np.float32, copy=False), "FP32"),
                   _input("fps", np.array([fps], np.float32), "FP32")]
         if part != (0, 1):
             inputs.append(_input("part", np.array(part, np.int32), "INT32"))

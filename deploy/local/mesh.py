@@ -27,6 +27,14 @@ VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300.0
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
+# Memory a finished job leaves behind. Triton keeps up to 8 gRPC request/response objects for
+# reuse by default, each holding the largest tensors it ever carried (~290 MiB after one 720p
+# dub); with no pool each request allocates its own. Threaded processes get one glibc arena
+# per thread, and freed memory stays scattered over them: two arenas left ~150 MiB less in
+# the orchestrator and ~120 MiB less in tritonserver after the bench's jobs, with no change
+# in job time measured.
+TRITON_MEMORY_FLAGS = ("--grpc-infer-allocation-pool-size=0",)
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
 
 
 @dataclass(frozen=True)
@@ -208,13 +216,14 @@ def main() -> None:
                                                                env.get("LD_LIBRARY_PATH")]))
         triton_env["LIPSYNCD_STAGE_PYTHONPATH"] = f"{site_packages}:{ROOT}"
         triton_env.setdefault("OMP_NUM_THREADS", "1")
+        triton_env = {**MALLOC_ENV, **triton_env}
         mesh.start("triton", [str(tritonserver), f"--model-repository={ROOT / 'model_repository'}",
                               f"--backend-directory={backends}", f"--grpc-port={ports.triton_grpc}",
                               f"--http-port={ports.triton_http}", f"--metrics-port={ports.triton_metrics}",
-                              "--log-verbose=0", "--exit-timeout-secs=5"], env=triton_env)
+                              "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS], env=triton_env)
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
         mesh.wait_for("tritonserver", lambda: _http_ok(f"http://127.0.0.1:{ports.triton_http}/v2/health/ready"))
-        mesh.start("orchestrator", [sys.executable, "-m", "orchestrator.main"])
+        mesh.start("orchestrator", [sys.executable, "-m", "orchestrator.main"], env={**MALLOC_ENV, **env})
         mesh.start("gateway", [sys.executable, "-m", "gateway"])
         mesh.wait_for("gateway", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
         if not args.no_admin:
