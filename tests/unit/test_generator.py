@@ -198,7 +198,9 @@ def test_batches_render_like_single_frames(model_dir: Path, portrait) -> None:  
     single = Renderer(model_dir, batch_frames=1).render(crop[None], lm[None], params, motion)
     batched = Renderer(model_dir, batch_frames=4).render(crop[None], lm[None], params, motion)
     assert np.array_equal(single[0], batched[0]), f"max frame difference {np.abs(single[0].astype(int) - batched[0]).max()}"
-    assert np.array_equal(single[1], batched[1])
+    # The float mask may differ in the last bits where ONNX Runtime picks another kernel for
+    # another batch size (seen on AVX-512 machines: 2e-6); the blend quantises it to 1/255.
+    np.testing.assert_allclose(single[1], batched[1], rtol=0, atol=1e-5)
 
 
 def test_mask_is_zero_at_the_crop_border(renderer: Renderer, portrait) -> None:  # type: ignore[no-untyped-def]
