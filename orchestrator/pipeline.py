@@ -29,7 +29,8 @@ from orchestrator.talking_image import AnimatedFace, place_in_timeline, render_s
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from postprocess.storage import Storage
 from preprocess import probe as probing
-from preprocess.audio import FEATURE_RATE_HZ, decode_audio, fit_length, loudness_gain
+from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_audio, loudness_gain, mix_tracks,
+                             write_track)
 from preprocess.decode import iter_video_frames, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
@@ -137,7 +138,7 @@ def _media_kind(role: str) -> MediaKind:
 @dataclass(frozen=True)
 class Voice:
     features: np.ndarray                  # mono float32 at FEATURE_RATE_HZ, loudness-normalised
-    decode_output: Callable[[], np.ndarray]  # the same at AUDIO_RATE_HZ, decoded when rendering
+    write_output: Callable[[Path], int]   # writes the same at AUDIO_RATE_HZ to a raw track file
 
     @property
     def duration_s(self) -> float:
@@ -146,17 +147,16 @@ class Voice:
 
 def _load_voice(path: Path, settings: OrchestratorSettings) -> Voice:
     # Decoded twice by PyAV's resampler (cheaper in memory than resampling in numpy): now at
-    # the analysis rate, and at the output rate only when the frames are rendered, so a long
-    # job never holds both while the speech is analysed. One gain, measured here, scales both.
+    # the analysis rate, and at the output rate only when the frames are rendered, streamed
+    # into a scratch file that the MP4 writer reads a second at a time (10 minutes at 48 kHz
+    # would be 115 MB in memory). One gain, measured here, scales both.
     features = decode_audio(path, FEATURE_RATE_HZ, settings.max_audio_s)
     gain = np.float32(loudness_gain(features))
     features *= gain
 
-    def decode_output() -> np.ndarray:
-        output = decode_audio(path, AUDIO_RATE_HZ, settings.max_audio_s)
-        output *= gain
-        return np.clip(output, -1.0, 1.0, out=output)
-    return Voice(features=features, decode_output=decode_output)
+    def write_output(dest: Path) -> int:
+        return write_track(path, dest, AUDIO_RATE_HZ, settings.max_audio_s, float(gain))
+    return Voice(features=features, write_output=write_output)
 
 
 async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +242,8 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
     # 8. Render every frame and encode it with the conversation's audio.
     output = scratch / "output.mp4"
     with timer("render"):
-        _, track = _conversation(ordered, order)
-        with Mp4Writer(output, size, fps, fit_length(track, round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
+        _, track = _conversation(ordered, order, scratch)
+        with Mp4Writer(output, size, fps, track.fit(round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
             async def on_batch(done: int) -> None:
                 await reporter.progress(0.2 + 0.75 * done / frame_count)
                 if await reporter.is_canceled():
@@ -275,20 +275,19 @@ def _turns(voices: list[Voice], order: str) -> tuple[list[float], float]:
     return starts, t
 
 
-def _conversation(voices: list[Voice], order: str) -> tuple[list[float], np.ndarray]:
-    """Start time of each voice and the mixed output-rate track (decoded now)."""
+def _conversation(voices: list[Voice], order: str, scratch: Path) -> tuple[list[float], RawTrack]:
+    """Start time of each voice and the output-rate track of the conversation (each voice
+    decoded into the job's scratch directory now; in turn, or mixed when `meanwhile`)."""
     starts, _ = _turns(voices, order)
-    outputs = [v.decode_output() for v in voices]
-    if order == "meanwhile":
-        length = max(o.size for o in outputs)
-        mix = np.sum([fit_length(o, length) for o in outputs], axis=0)
-        peak = float(np.max(np.abs(mix))) if mix.size else 0.0
-        mix = mix * (0.95 / peak) if peak > 0.95 else mix
-        return starts, mix.astype(np.float32)
+    paths = [scratch / f"voice-{i}.f32" for i in range(len(voices))]
+    for voice, path in zip(voices, paths):
+        voice.write_output(path)
     if len(voices) == 1:
-        return starts, outputs[0]
+        return starts, RawTrack(paths[0])
+    if order == "meanwhile":
+        return starts, mix_tracks(paths, scratch / "conversation.f32")
     sequence = sorted(range(len(voices)), key=lambda i: starts[i])
-    return starts, np.concatenate([outputs[i] for i in sequence]).astype(np.float32)
+    return starts, concat_tracks([paths[i] for i in sequence], scratch / "conversation.f32")
 
 
 async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
@@ -333,7 +332,8 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
     # 7. Render the output timeline and encode it with the new speech.
     output = scratch / "output.mp4"
     with timer("render"):
-        audio = fit_length(voice.decode_output(), round(len(order) / fps * AUDIO_RATE_HZ))
+        voice.write_output(scratch / "voice.f32")
+        audio = RawTrack(scratch / "voice.f32", round(len(order) / fps * AUDIO_RATE_HZ))
         with Mp4Writer(output, size, fps, audio) as writer:
             async def on_batch(done: int) -> None:
                 await reporter.progress(0.4 + 0.55 * done / len(order))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import av
 import cv2
@@ -14,6 +15,16 @@ AUDIO_RATE_HZ = 48_000
 AAC_FRAME = 1024
 
 
+class AudioTrack(Protocol):
+    """Mono float32 samples at AUDIO_RATE_HZ, read in order by contiguous slices: an array,
+    or a track streamed from a file (`preprocess.audio.RawTrack`)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def __getitem__(self, index: slice) -> np.ndarray: ...
+
+
 class Mp4Writer:
     """Streams RGB frames and a mono float32 track into an H.264/AAC MP4.
 
@@ -21,11 +32,12 @@ class Mp4Writer:
     grow with the length of the video and the file is interleaved for streaming.
     """
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio: np.ndarray,
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio: np.ndarray | AudioTrack,
                  crf: int = 20, preset: str = "veryfast") -> None:
         self.path = path
         self.fps = fps
-        self._audio = np.asarray(audio, dtype=np.float32)  # no copy when already float32
+        # no copy when already float32
+        self._audio = np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else audio
         self._audio_pos = 0
         self._frames = 0
         self._container = av.open(str(path), mode="w", options={"movflags": "+faststart"})

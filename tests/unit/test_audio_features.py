@@ -83,6 +83,20 @@ def test_digital_silence_leaves_the_mouth_at_rest(decoder: PhoneRecognizer) -> N
     assert features.energy.max() < 0.02
 
 
+def test_samples_out_of_range_are_repaired_not_spread(decoder: PhoneRecognizer) -> None:
+    audio = load_speech("speech_en_3.wav")[: 2 * SAMPLE_RATE_HZ]
+    broken = audio.copy()
+    broken[SAMPLE_RATE_HZ : SAMPLE_RATE_HZ + 800] = np.nan
+    broken[100], broken[200], broken[300] = np.inf, -np.inf, 1e30
+    repaired = audio.copy()
+    repaired[SAMPLE_RATE_HZ : SAMPLE_RATE_HZ + 800] = 0.0
+    repaired[100], repaired[200], repaired[300] = 1.0, -1.0, 1.0
+    features = extract_mouth_features(broken, 25.0, decoder)
+    assert np.isfinite(features.mouth_params).all() and np.isfinite(features.energy).all()
+    np.testing.assert_array_equal(features.mouth_params, extract_mouth_features(repaired, 25.0, decoder).mouth_params)
+    assert np.isnan(broken[SAMPLE_RATE_HZ])  # the caller's array is not changed
+
+
 def test_pauses_around_speech_close_the_mouth(decoder: PhoneRecognizer) -> None:
     speech = load_speech("speech_en_2.wav")
     rng = np.random.default_rng(0)

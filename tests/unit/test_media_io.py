@@ -10,7 +10,7 @@ import pytest
 from postprocess.blend import paste_crop
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from preprocess.align import extract_crop, face_crop_box
-from preprocess.audio import decode_audio, normalise_loudness
+from preprocess.audio import RawTrack, decode_audio, normalise_loudness, write_track
 from preprocess.decode import iter_video_frames, load_image, output_size
 from preprocess.errors import MediaError
 from tests.servers import MEDIA_DIR
@@ -34,6 +34,31 @@ def test_audio_longer_than_the_limit_is_refused() -> None:
     assert error.value.code == "audio_too_long"
 
 
+def test_streamed_track_equals_the_decoded_audio_scaled_and_clipped(tmp_path: Path) -> None:
+    path = MEDIA_DIR / "speech_en_3.wav"
+    decoded = decode_audio(path, AUDIO_RATE_HZ, 600)
+    count = write_track(path, tmp_path / "track.f32", AUDIO_RATE_HZ, 600, gain=4.0)
+    track = RawTrack(tmp_path / "track.f32")
+    assert count == track.size == decoded.size
+    # Read the way the MP4 writer reads it: in order, in AAC-frame slices across blocks.
+    samples = np.concatenate([track[i:i + 1024] for i in range(0, track.size, 1024)])
+    np.testing.assert_array_equal(samples, np.clip(decoded * np.float32(4.0), -1.0, 1.0))
+
+
+def test_a_fitted_track_is_padded_with_silence_or_cut(tmp_path: Path) -> None:
+    np.arange(1, 101, dtype=np.float32).tofile(tmp_path / "track.f32")
+    longer = RawTrack(tmp_path / "track.f32").fit(150)
+    assert longer[90:150].tolist() == list(range(91, 101)) + [0.0] * 50
+    shorter = RawTrack(tmp_path / "track.f32", scale=0.5).fit(60)
+    assert shorter.size == 60 and shorter[58:100].tolist() == [29.5, 30.0]
+
+
+def test_streamed_track_refuses_audio_over_the_limit(tmp_path: Path) -> None:
+    with pytest.raises(MediaError) as error:
+        write_track(MEDIA_DIR / "speech_en_1.wav", tmp_path / "track.f32", AUDIO_RATE_HZ, 3.0)
+    assert error.value.code == "audio_too_long"
+
+
 def test_loudness_normalisation_keeps_silence_silent() -> None:
     assert not normalise_loudness(np.zeros(16_000, np.float32)).any()
 
@@ -49,8 +74,12 @@ def test_rgba_image_is_flattened_to_rgb() -> None:
     assert image.shape == (480, 1000, 3) and image.dtype == np.uint8
 
 
-def test_writer_makes_h264_aac_with_matching_durations(tmp_path: Path) -> None:
-    audio = np.zeros(int(2.0 * AUDIO_RATE_HZ), np.float32)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_writer_makes_h264_aac_with_matching_durations(tmp_path: Path, streamed: bool) -> None:
+    audio: np.ndarray | RawTrack = np.zeros(int(2.0 * AUDIO_RATE_HZ), np.float32)
+    if streamed:  # a track file half as long, padded with silence to the video
+        np.zeros(AUDIO_RATE_HZ, np.float32).tofile(tmp_path / "track.f32")
+        audio = RawTrack(tmp_path / "track.f32").fit(int(2.0 * AUDIO_RATE_HZ))
     with Mp4Writer(tmp_path / "out.mp4", (320, 240), 25.0, audio) as writer:
         for i in range(50):
             writer.write(np.full((240, 320, 3), i * 4, np.uint8))

@@ -1,12 +1,15 @@
 """Output timelines: sync modes for dubbing and the order of voices in a conversation."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from orchestrator.dubbing import timeline
 from orchestrator.pipeline import Voice, _conversation
 from postprocess.encode import AUDIO_RATE_HZ
+from preprocess.audio import PEAK_LIMIT, RawTrack
 
 
 def test_bounce_ping_pongs_without_repeating_the_end_frames() -> None:
@@ -32,24 +35,39 @@ def test_silence_is_as_long_as_the_video() -> None:
 
 def _voice(seconds: float, level: float) -> Voice:
     samples = np.full(int(seconds * AUDIO_RATE_HZ), level, np.float32)
-    return Voice(features=samples[::3], decode_output=lambda: samples)
+
+    def write_output(dest: Path) -> int:
+        samples.tofile(dest)
+        return samples.size
+    return Voice(features=samples[::3], write_output=write_output)
 
 
-def test_left_right_puts_the_right_voice_after_the_left() -> None:
-    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "left_right")
+def _samples(track: RawTrack) -> np.ndarray:
+    return track[0:track.size].copy()
+
+
+def test_left_right_puts_the_right_voice_after_the_left(tmp_path: Path) -> None:
+    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "left_right", tmp_path)
+    samples = _samples(track)
     assert starts == [0.0, 1.0]
-    assert track.size == 3 * AUDIO_RATE_HZ
-    assert track[0] == pytest.approx(0.1) and track[-1] == pytest.approx(0.2)
+    assert samples.size == 3 * AUDIO_RATE_HZ
+    assert samples[0] == pytest.approx(0.1) and samples[-1] == pytest.approx(0.2)
 
 
-def test_right_left_starts_with_the_right_voice() -> None:
-    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "right_left")
+def test_right_left_starts_with_the_right_voice(tmp_path: Path) -> None:
+    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "right_left", tmp_path)
     assert starts == [2.0, 0.0]
-    assert track[0] == pytest.approx(0.2)
+    assert _samples(track)[0] == pytest.approx(0.2)
 
 
-def test_meanwhile_mixes_both_and_lasts_as_long_as_the_longer() -> None:
-    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "meanwhile")
+def test_meanwhile_mixes_both_and_lasts_as_long_as_the_longer(tmp_path: Path) -> None:
+    starts, track = _conversation([_voice(1.0, 0.1), _voice(2.0, 0.2)], "meanwhile", tmp_path)
+    samples = _samples(track)
     assert starts == [0.0, 0.0]
-    assert track.size == 2 * AUDIO_RATE_HZ
-    assert track[0] == pytest.approx(0.3) and track[-1] == pytest.approx(0.2)
+    assert samples.size == 2 * AUDIO_RATE_HZ
+    assert samples[0] == pytest.approx(0.3) and samples[-1] == pytest.approx(0.2)
+
+
+def test_a_loud_mix_is_scaled_down_to_the_peak_limit(tmp_path: Path) -> None:
+    _, track = _conversation([_voice(1.0, 0.7), _voice(1.0, 0.6)], "meanwhile", tmp_path)
+    assert float(np.max(np.abs(_samples(track)))) == pytest.approx(PEAK_LIMIT)

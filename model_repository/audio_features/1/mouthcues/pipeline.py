@@ -177,7 +177,12 @@ def extract_mouth_features(audio: np.ndarray, fps: float, decoder: PhoneRecogniz
         raise ValueError(f"fps must be a positive number, got {fps}")
     if parts < 1 or not 0 <= part < parts:
         raise ValueError(f"part must be in 0..parts-1 with parts >= 1, got part {part} of {parts}")
-    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32).reshape(-1))
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if not (audio.max(initial=0.0) <= 1.0 and audio.min(initial=0.0) >= -1.0):  # NaN fails both
+        # Not-a-number samples become silence and the rest is clipped to full scale (an
+        # infinite sample would turn every later sum into NaN). Only then is the audio
+        # copied: 10 minutes are 38 MB.
+        audio = np.clip(np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
     # 1. Language-independent acoustic tracks (blockwise, flat memory).
     acoustic = analyse_audio(audio)
     # 2. Phones of this part, decoded in ~30 s pieces cut at the quietest nearby moment.
