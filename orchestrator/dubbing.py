@@ -1,9 +1,10 @@
 """Dubbing a talking video (lipsync-video): the source frames are decoded once at the output
-size into a scratch frame store (disk, so memory stays flat in video length) while the face
-is tracked; each output frame then shows the person's own mouth from the source frame that
-best matches the new speech (Video Rewrite re-synthesis, `mouth_library`/`mouth_select`),
-transplanted by the generator, or a parametric mouth where the video has no such shape.
-Frames without the face pass through unchanged."""
+size into a scratch frame store (disk and the kernel's page cache, so the process's memory
+stays flat in video length) while the face is tracked; each output frame then shows the
+person's own mouth from the source frame that best matches the new speech (Video Rewrite
+re-synthesis, `mouth_library`/`mouth_select`), transplanted by the generator, or a
+parametric mouth where the video has no such shape. Frames without the face pass through
+unchanged."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +23,7 @@ from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
+from preprocess.decode import FrameStore
 from preprocess.errors import MediaError
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,9 @@ PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric gen
 
 @dataclass
 class SourceVideo:
-    """Decoded source frames (memory-mapped scratch file) and the tracked face per frame."""
+    """Decoded source frames and the tracked face per frame."""
 
-    frames: np.ndarray                      # uint8 memmap [N, H, W, 3]
+    frames: FrameStore | np.ndarray         # uint8 [N, H, W, 3]: a scratch-file store, or in memory
     faces: list[DetectedFace | None]
 
     @property
@@ -77,44 +79,42 @@ async def track_video(
     Frames go to the face_detection stage TRACK_BATCH at a time (the stage follows the faces
     from frame to frame, one request instead of one per frame), while a worker thread
     decodes the next batch."""
-    capacity = max(1, frame_count_hint + 8)
-    store = np.lib.format.open_memmap(store_path, mode="w+", dtype=np.uint8,
-                                      shape=(capacity, size[1], size[0], 3))
+    capacity = max(1, frame_count_hint + 8)  # past it the container under-reported its length
+    store = FrameStore(store_path, size)
     faces: list[DetectedFace | None] = []
     previous: DetectedFace | None = None
     source = iter(frames)
 
-    def decode_batch(first: int) -> int:
-        """Decode up to TRACK_BATCH frames into the store from index `first`; how many."""
-        count = 0
-        while count < TRACK_BATCH and first + count < capacity:  # past capacity the container under-reported its length
+    def decode_batch() -> np.ndarray:
+        """Decode up to TRACK_BATCH frames and append them to the store; [count, H, W, 3]."""
+        batch = []
+        while len(batch) < TRACK_BATCH and store.count + len(batch) < capacity:
             frame = next(source, None)
             if frame is None:
                 break
-            store[first + count] = frame
-            count += 1
-        return count
+            batch.append(frame)
+        decoded = np.stack(batch) if batch else np.zeros((0, size[1], size[0], 3), np.uint8)
+        store.extend(decoded)
+        return decoded
 
-    upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch, 0))
+    upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch))
     try:
         while True:
-            first = len(faces)
-            count = await upcoming
-            if count == 0:
+            batch = await upcoming
+            if batch.shape[0] == 0:
                 break
-            upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch, first + count))
+            upcoming = asyncio.ensure_future(asyncio.to_thread(decode_batch))
             prior = previous.box[None] if previous is not None else None
-            for found in await stages.track_faces(store[first:first + count], max_faces=4, prior_boxes=prior):
+            for found in await stages.track_faces(batch, max_faces=4, prior_boxes=prior):
                 face = _pick(found, previous, mask)
                 faces.append(face)
                 previous = face
             await on_frame(len(faces))
     finally:
         await abandon([upcoming], cancel=False)  # the worker thread finishes writing its batch
-    store.flush()
     if not any(face is not None for face in faces):
         raise MediaError("face_not_found", "No face found in any frame of the video")
-    return SourceVideo(frames=store[: len(faces)], faces=faces)
+    return SourceVideo(frames=store, faces=faces)
 
 
 def timeline(source_count: int, audio_frames: int, sync_mode: str) -> np.ndarray:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from preprocess.decode import FrameStore
+
 log = logging.getLogger(__name__)
 
 N_PARAMS = 8
@@ -154,7 +156,7 @@ def inner_mouth_colours(frame: np.ndarray, landmarks: np.ndarray, iod_px: float)
     return float(teeth.sum()) / px_per_iod2, float(tongue.sum()) / px_per_iod2
 
 
-def measure_mouths(frames: np.ndarray | None, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def measure_mouths(frames: np.ndarray | FrameStore | None, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw per-frame descriptors [N, 8] (same column order as the parameters, IOD units) and pose.
 
     jaw: subnasale-to-chin drop; lip_open: inner-lip gap; lip_width: corner distance;
@@ -248,7 +250,7 @@ def _unreliable(raw: np.ndarray, pose: np.ndarray) -> np.ndarray:
     return bad
 
 
-def build_library(frames: np.ndarray | None, landmarks: list[np.ndarray | None] | np.ndarray,
+def build_library(frames: np.ndarray | FrameStore | None, landmarks: list[np.ndarray | None] | np.ndarray,
                   scores: np.ndarray | None = None, min_score: float = 0.5) -> MouthLibrary:
     """Measure and calibrate the mouth of every tracked frame (None / NaN = no face)."""
     if isinstance(landmarks, list):

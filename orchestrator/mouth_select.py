@@ -13,7 +13,7 @@ from orchestrator.mouth_library import CLOSURE, JAW, LIP_OPEN, N_PARAMS, MouthLi
 
 # jaw, lip_open, lip_width, lip_round, closure, teeth, tongue, activity
 DEFAULT_SHAPE_WEIGHTS = (1.0, 3.0, 0.5, 0.5, 1.0, 0.3, 0.1, 0.0)
-CHUNK_ROWS = 1024
+CHUNK_ELEMENTS = 1 << 20  # output frames x library frames costed at once (memory flat in video length)
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,9 @@ def _node_costs(library: MouthLibrary, target: np.ndarray, order: np.ndarray, w:
     shape = np.empty((n_out, k), np.float32)
     sw = np.sqrt(weights)
     lib_w = lib * sw
-    for start in range(0, n_out, CHUNK_ROWS):
-        stop = min(n_out, start + CHUNK_ROWS)
+    chunk = max(1, CHUNK_ELEMENTS // lib.shape[0])
+    for start in range(0, n_out, chunk):
+        stop = min(n_out, start + chunk)
         tw = target[start:stop] * sw
         shape_all = (tw**2).sum(1)[:, None] + (lib_w**2).sum(1)[None, :] - 2.0 * tw @ lib_w.T
         shape_all = np.maximum(shape_all, 0.0)

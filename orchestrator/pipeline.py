@@ -319,7 +319,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         async with _background(_speech(res, voice.features, fps, split=False)) as speech:
             source = await track_video(
                 iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
-                scratch / "frames.npy", size, res.stages, _load_mask(files, size, settings), on_frame)
+                scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
             params, _energy = await speech
 
         # 6. The new speech as mouth parameters on the output timeline.

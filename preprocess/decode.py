@@ -1,5 +1,6 @@
 """Frame decoding with PyAV: images (EXIF orientation, any colour mode, size limits) and
-videos as a constant-rate stream of RGB frames at the output size, rotation applied."""
+videos as a constant-rate stream of RGB frames at the output size, rotation applied; and a
+scratch-file store for decoded frames that are read back out of order."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -87,3 +88,44 @@ def iter_video_frames(
                 last = current
     except av.error.FFmpegError as exc:
         raise MediaError("unsupported_media", f"The video could not be decoded: {exc}") from exc
+
+
+class FrameStore:
+    """RGB frames of one size in a raw scratch file, appended in order and read back by
+    index. Reads and writes are plain file I/O, not a memory map: the frames stay in the
+    kernel's page cache (reclaimable) instead of this process's memory, so a long video costs
+    scratch disk (width x height x 3 bytes a frame), not memory."""
+
+    def __init__(self, path: Path, size: tuple[int, int]) -> None:
+        self.path = path
+        self.frame_shape = (size[1], size[0], 3)
+        self.frame_bytes = size[0] * size[1] * 3
+        self.count = 0
+        path.write_bytes(b"")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.count, *self.frame_shape)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def extend(self, frames: np.ndarray) -> None:
+        """Append frames [N, H, W, 3]."""
+        if frames.shape[1:] != self.frame_shape or frames.dtype != np.uint8:
+            raise ValueError(f"frames of shape {frames.shape[1:]} {frames.dtype} do not fit a store of {self.frame_shape}")
+        with open(self.path, "ab") as out:
+            out.write(np.ascontiguousarray(frames).data)
+        self.count += frames.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Frame `index` as a new array."""
+        index = int(index)
+        if not 0 <= index < self.count:
+            raise IndexError(f"frame {index} of {self.count}")
+        frame = np.empty(self.frame_shape, np.uint8)
+        with open(self.path, "rb", buffering=0) as source:
+            source.seek(index * self.frame_bytes)
+            if source.readinto(frame.data) != self.frame_bytes:
+                raise OSError(f"{self.path} ends before frame {index}")
+        return frame

@@ -13,7 +13,7 @@ import av
 import httpx
 
 from tests.bench import triton_stats
-from tests.bench.media import speech_wav
+from tests.bench.media import looped_video, speech_wav
 from tests.bench.memory import MemoryPeak, TreeSampler, read_pid
 from tests.e2e.mesh import Mesh
 from tests.servers import MediaServer
@@ -29,12 +29,14 @@ class JobSpec:
     resolution: str
     audio_s: float
     sync_mode: str = ""
+    video_s: float = 0.0     # dubbing: the source video looped to this length (0: as it is)
 
     @property
     def label(self) -> str:
         kind = {"lipsync-video": "dub", "lipsync-image-multi": "conversation"}.get(self.endpoint, "image")
         voices = " x2 (in turn)" if self.endpoint == "lipsync-image-multi" else ""
-        return f"{kind} {self.resolution} {self.audio_s:g} s{voices}"
+        video = f" of a {self.video_s:g} s video" if self.video_s else ""
+        return f"{kind} {self.resolution} {self.audio_s:g} s{voices}{video}"
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,20 @@ def _form(spec: JobSpec, media: MediaServer, audio_url: str) -> dict[str, Any]:
         return {"image": f"{media.url}/{spec.source}", "left_audio": audio_url, "right_audio": audio_url,
                 "order": "left_right", "resolution": spec.resolution, "seed": 1}
     if spec.endpoint == "lipsync-video":
-        form["video"] = f"{media.url}/{spec.source}"
+        form["video"] = f"{media.url}/{_video_path(spec, media)}"
         form["sync_mode"] = spec.sync_mode or "bounce"
     else:
         form["image"] = f"{media.url}/{spec.source}"
     return form
+
+
+def _video_path(spec: JobSpec, media: MediaServer) -> str:
+    if not spec.video_s:
+        return spec.source
+    name = f"{spec.source.rsplit('.', 1)[0]}_{spec.video_s:g}s.mp4"
+    if name not in media.extra:
+        media.extra[name] = (looped_video(spec.source, spec.video_s), "video/mp4")
+    return f"extra/{name}"
 
 
 def output_facts(data: bytes) -> OutputFacts:

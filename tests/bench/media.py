@@ -1,11 +1,13 @@
 """Benchmark inputs: speech of an exact length made by concatenating the real 16 kHz speech
-clips (speech_en_1 then speech_en_2, repeated), as WAV bytes for the loopback media server."""
+clips (speech_en_1 then speech_en_2, repeated), as WAV bytes for the loopback media server;
+and a talking video made longer by playing it forwards and backwards in turn."""
 from __future__ import annotations
 
 import io
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 
 from tests.servers import MEDIA_DIR
@@ -59,3 +61,30 @@ def wav_mono_float(data: bytes) -> tuple[np.ndarray, int]:
         channels, rate = reader.getnchannels(), reader.getframerate()
         pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
     return (pcm.reshape(-1, channels).mean(axis=1) / 32768.0).astype(np.float32), rate
+
+
+def looped_video(name: str, duration_s: float, media_dir: Path = MEDIA_DIR) -> bytes:
+    """An MP4 (H.264, no audio) exactly `duration_s` long at the video's own size and rate:
+    its frames forwards, then backwards, in turn (no jump where it turns)."""
+    with av.open(str(media_dir / name)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or 25
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    if len(frames) < 2:
+        raise ValueError(f"{name}: too few frames to loop")
+    wanted = int(round(duration_s * float(rate)))
+    period = 2 * (len(frames) - 1)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as output:
+        video = output.add_stream("libx264", rate=rate)
+        video.height, video.width = frames[0].shape[:2]
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": "18", "preset": "ultrafast"}
+        for k in range(wanted):
+            phase = k % period
+            frame = av.VideoFrame.from_ndarray(frames[phase if phase < len(frames) else period - phase], format="rgb24")
+            for packet in video.encode(frame):
+                output.mux(packet)
+        for packet in video.encode(None):
+            output.mux(packet)
+    return buffer.getvalue()

@@ -152,7 +152,7 @@ def test_job_stage_at_a_time_is_the_last_one_polled_before_it() -> None:
 
 def test_memory_report_flags_a_long_job_above_the_limit() -> None:
     gib = 1024**3
-    text = memory_section([_run(60.0, gib), _run(600.0, 2 * gib)], "image 480p 600 s", "image 480p 60 s")
+    text = memory_section([_run(60.0, gib), _run(600.0, 2 * gib)], [("image 480p 600 s", "image 480p 60 s")])
     assert "≤ 1.5 GiB: NOT met" in text and "growth 1024 MiB" in text
     assert "400 (1 s, analysis)" in text  # Triton's peak, when it happened and in which stage
 

@@ -11,7 +11,7 @@ from postprocess.blend import paste_crop
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.audio import RawTrack, decode_audio, normalise_loudness, write_track
-from preprocess.decode import iter_video_frames, load_image, output_size
+from preprocess.decode import FrameStore, iter_video_frames, load_image, output_size
 from preprocess.errors import MediaError
 from tests.servers import MEDIA_DIR
 
@@ -67,6 +67,22 @@ def test_video_frames_come_at_the_asked_rate_and_size() -> None:
     frames = list(iter_video_frames(MEDIA_DIR / "talk_b.mp4", 12.5, (480, 480)))
     assert abs(len(frames) - 5.0 * 12.5) <= 2
     assert frames[0].shape == (480, 480, 3)
+
+
+def test_frame_store_gives_back_each_frame_by_index(tmp_path: Path) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (7, 6, 10, 3), dtype=np.uint8)
+    store = FrameStore(tmp_path / "frames.rgb", (10, 6))
+    store.extend(frames[:4])
+    store.extend(frames[4:])
+    assert store.shape == (7, 6, 10, 3) and len(store) == 7
+    for index in (6, 0, 3, 3):
+        np.testing.assert_array_equal(store[index], frames[index])
+    store[2][:] = 0  # a new array each time: the store is not changed through it
+    np.testing.assert_array_equal(store[2], frames[2])
+    with pytest.raises(IndexError):
+        store[7]
+    with pytest.raises(ValueError):
+        store.extend(frames[:, :3])
 
 
 def test_rgba_image_is_flattened_to_rgb() -> None:
