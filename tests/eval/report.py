@@ -18,7 +18,9 @@ class Targets:
     listener_ratio_max: float = 0.35
     original_corr_max: float = 0.15
     psnr_outside_min_db: float = 35.0
-    rtf_max: float = 0.3
+    rtf_max: float = 0.3        # lipsync-image at 480p (#3)
+    rtf_max_dub: float = 0.5    # lipsync-video at 480p (#4)
+    rtf_max_multi: float = 0.5  # lipsync-image-multi at 480p (#5)
     id_distance_max: float = 0.6  # dlib: same person below 0.6
     jitter_ratio_max: float = 1.5  # our bar, no target was set: at most 1.5x the real videos'
 
@@ -62,7 +64,9 @@ def render(rows: list[Measurement], real_jitter: float, notes: list[str]) -> str
            f"Targets: bilabial AUC ≥ {TARGETS.auc_min}; median energy correlation ≥ {TARGETS.median_corr_min}; "
            f"best lag ≥ {TARGETS.lag_min_frames} frame; listener variation ≤ {TARGETS.listener_ratio_max:.0%} of the "
            f"speaker's; dubbing: correlation with the original speech ≤ {TARGETS.original_corr_max}, PSNR outside the "
-           f"face ≥ {TARGETS.psnr_outside_min_db:.0f} dB; RTF ≤ {TARGETS.rtf_max} at 480p; identity: dlib descriptor "
+           f"face ≥ {TARGETS.psnr_outside_min_db:.0f} dB; RTF at 480p ≤ {TARGETS.rtf_max} (image), "
+           f"{TARGETS.rtf_max_dub} (dub), {TARGETS.rtf_max_multi} (conversation), on clips of 5-13 s, where "
+           "the fixed costs weigh more than in `make bench`'s; identity: dlib descriptor "
            f"distance < {TARGETS.id_distance_max}; jitter ≤ {TARGETS.jitter_ratio_max}× the real videos' "
            f"({_num(real_jitter, 4)}, our bar).", ""]
     out += [f"- {n}" for n in notes] + ([""] if notes else [])
@@ -133,6 +137,11 @@ def _mesh_group(title: str, rows: list[Measurement], real_jitter: float) -> list
     return out + [""]
 
 
+def rtf_target(group: str) -> float:
+    """The real-time factor target of a case's endpoint (all eval cases run at 480p)."""
+    return {"video": TARGETS.rtf_max_dub, "multi": TARGETS.rtf_max_multi}.get(group, TARGETS.rtf_max)
+
+
 def _speed(rows: list[Measurement]) -> list[str]:
     out = ["## Speed and memory (480p)", "",
            "| case | output s | RTF | peak RSS orchestrator MiB | peak RSS tritonserver + stubs MiB |",
@@ -142,6 +151,7 @@ def _speed(rows: list[Measurement]) -> list[str]:
         if m.case in seen:
             continue
         seen.add(m.case)
-        out.append(f"| {m.case} | {_num(m.duration_s, 1)} | {_num(m.rtf)}{_mark(_ok(m.rtf, lambda v: v <= TARGETS.rtf_max))} | "
+        limit = rtf_target(m.group)
+        out.append(f"| {m.case} | {_num(m.duration_s, 1)} | {_num(m.rtf)}{_mark(_ok(m.rtf, lambda v: v <= limit))} | "
                    f"{_num(m.rss_mib.get('orchestrator', float('nan')), 0)} | {_num(m.rss_mib.get('triton', float('nan')), 0)} |")
     return out + [""]
