@@ -37,7 +37,7 @@ PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric gen
 class SourceVideo:
     """Decoded source frames and the tracked face per frame."""
 
-    frames: FrameStore | np.ndarray         # uint8 [N, H, W, 3]: a scratch-file store, or in memory
+    frames: FrameStore                      # uint8 [N, H, W, 3] in a scratch file
     faces: list[DetectedFace | None]
 
     @property
@@ -251,7 +251,7 @@ class _DubBatches:
     def write(self, start: int, stop: int, rendered: dict[int, tuple[np.ndarray, np.ndarray]],
               writer: Mp4Writer) -> None:
         for k in range(start, stop):
-            frame = np.array(self.source.frames[self.order[k]])
+            frame = self.source.frames[self.order[k]]  # a new array: pasted on in place
             if k in rendered:
                 _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])  # type: ignore[arg-type]
             writer.write(frame)

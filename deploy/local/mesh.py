@@ -31,7 +31,7 @@ RESTART_WINDOW_S = 60.0
 # reuse by default, each holding the largest tensors it ever carried (~290 MiB after one 720p
 # dub); with no pool each request allocates its own. Threaded processes get one glibc arena
 # per thread, and freed memory stays scattered over them: two arenas left ~150 MiB less in
-# the orchestrator and ~120 MiB less in tritonserver after the bench's jobs, with no change
+# the orchestrator and ~90 MiB less in tritonserver after the bench's jobs, with no change
 # in job time measured.
 TRITON_MEMORY_FLAGS = ("--grpc-infer-allocation-pool-size=0",)
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}

@@ -16,6 +16,7 @@ from orchestrator.batches import batch_spans
 from orchestrator.dubbing import PARAMETRIC, SourceVideo, choose_references, render_dub
 from orchestrator.mouth_library import JAW, LIP_OPEN, N_PARAMS
 from orchestrator.stages import DetectedFace, Rendered
+from preprocess.decode import FrameStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
@@ -29,7 +30,13 @@ def level(index: int) -> int:
     return 10 + 7 * index
 
 
-def synthetic_source(count: int, faceless: tuple[int, ...] = ()) -> SourceVideo:
+def stored(frames: np.ndarray, folder: Path) -> FrameStore:
+    store = FrameStore(folder / "frames.rgb", (frames.shape[2], frames.shape[1]))
+    store.extend(frames)
+    return store
+
+
+def synthetic_source(folder: Path, count: int, faceless: tuple[int, ...] = ()) -> SourceVideo:
     rng = np.random.default_rng(0)
     frames = np.stack([np.full((SIZE_PX, SIZE_PX, 3), level(i), np.uint8) for i in range(count)])
     faces: list[DetectedFace | None] = []
@@ -41,7 +48,7 @@ def synthetic_source(count: int, faceless: tuple[int, ...] = ()) -> SourceVideo:
         landmarks[:2, :2] = [[45, 45], [115, 115]]  # the same face box in every frame
         faces.append(DetectedFace(box=np.array([45, 45, 115, 115], np.float32), score=0.99,
                                   landmarks=landmarks.astype(np.float32)))
-    return SourceVideo(frames=frames, faces=faces)
+    return SourceVideo(frames=stored(frames, folder), faces=faces)
 
 
 class FakeStages:
@@ -84,8 +91,8 @@ def centre(frame: np.ndarray) -> int:
     return int(frame[SIZE_PX // 2, SIZE_PX // 2, 0])
 
 
-def test_each_output_frame_gets_its_reference_mouth_or_the_fallback() -> None:
-    source = synthetic_source(12, faceless=(5,))
+def test_each_output_frame_gets_its_reference_mouth_or_the_fallback(tmp_path: Path) -> None:
+    source = synthetic_source(tmp_path, 12, faceless=(5,))
     order = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 10])
     refs = np.array([7, 7, PARAMETRIC, 3, 9, 2, 6, PARAMETRIC, 8, 5, 0, 11, 1])
     stages, writer, progress = run_render(source, order, refs)
@@ -102,8 +109,8 @@ def test_each_output_frame_gets_its_reference_mouth_or_the_fallback() -> None:
             assert abs(int(frame[1, 1, 0]) - level(target)) <= 1  # outside the face box: the target frame
 
 
-def test_transplant_and_fallback_frames_go_in_separate_calls_with_one_crop_size() -> None:
-    source = synthetic_source(8)
+def test_transplant_and_fallback_frames_go_in_separate_calls_with_one_crop_size(tmp_path: Path) -> None:
+    source = synthetic_source(tmp_path, 8)
     order = np.arange(8)
     refs = np.array([3, PARAMETRIC, 5, 6, PARAMETRIC, PARAMETRIC, 0, 1])
     stages, _, _ = run_render(source, order, refs, batch=8)
@@ -121,15 +128,15 @@ def test_transplant_and_fallback_frames_go_in_separate_calls_with_one_crop_size(
     assert len(sizes) == 1
 
 
-def test_without_references_every_face_frame_is_parametric() -> None:
-    source = synthetic_source(6, faceless=(2,))
+def test_without_references_every_face_frame_is_parametric(tmp_path: Path) -> None:
+    source = synthetic_source(tmp_path, 6, faceless=(2,))
     stages, writer, _ = run_render(source, np.arange(6), None, batch=3)
     assert all(c["reference"] is None for c in stages.calls)
     assert [centre(f) for f in writer.frames] == [PARAMETRIC_VALUE] * 2 + [level(2)] + [PARAMETRIC_VALUE] * 3
 
 
 @pytest.fixture(scope="module")
-def tracked_video() -> SourceVideo:
+def tracked_video(tmp_path_factory: pytest.TempPathFactory) -> SourceVideo:
     if not VIDEO.is_file() or not (FACE_DIR / "face_landmark.onnx").is_file():
         pytest.skip("test media or face_detection models missing")
     if str(FACE_DIR) not in sys.path:
@@ -147,7 +154,7 @@ def tracked_video() -> SourceVideo:
                      if found else None)
         if index >= 89:
             break
-    return SourceVideo(frames=np.stack(frames), faces=faces)
+    return SourceVideo(frames=stored(np.stack(frames), tmp_path_factory.mktemp("dub")), faces=faces)
 
 
 def lip_gap_iod(landmarks: np.ndarray) -> float:
