@@ -21,6 +21,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from proto import lipsync_pb2, topology
+from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +159,11 @@ class JobBus:
             request = lipsync_pb2.ReserveRequest.FromString(message.data)
             reply = await on_reserve(request)
         except DecodeError:
-            reply = lipsync_pb2.ReserveReply(ok=False, error_code="bad_request", error="undecodable")
+            reply = lipsync_pb2.ReserveReply(ok=False, error_code=ErrorCode.BAD_REQUEST, error="undecodable")
         except Exception:
             log.exception("reservation request on %s failed", message.subject)
             reply = lipsync_pb2.ReserveReply(
-                ok=False, error_code="internal_error", error="reservation failed"
+                ok=False, error_code=ErrorCode.INTERNAL_ERROR, error="reservation failed"
             )
         if message.reply:
             await message.respond(reply.SerializeToString())

@@ -39,10 +39,10 @@ from gateway.jobviews import JobView, read_owned_job
 from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from proto import lipsync_pb2
+from proto.vocabulary import MODELS, ErrorCode
 
 log = logging.getLogger(__name__)
 
-MODELS = ("lipsync-video", "lipsync-image", "lipsync-image-multi")
 INPUT_ROLES = ("video", "audio", "image", "left_audio", "right_audio", "mask_image")
 PUBLISH_ATTEMPTS = 3
 PUBLISH_BACKOFF_S = 0.2
@@ -81,12 +81,12 @@ async def submit_job(ctx: GatewayContext, principal: Principal, submission: Subm
     plan = ctx.settings.plan(principal.plan)
     if not plan.allows_resolution(resolution):
         raise ApiError(
-            403, "resolution_not_allowed",
+            403, ErrorCode.RESOLUTION_NOT_ALLOWED,
             f"Your plan allows resolutions up to {plan.max_resolution}",
             field="formState.resolution",
         )
     if not ctx.bus.ready:
-        raise ApiError(503, "service_unavailable", "The job queue is unavailable; retry shortly")
+        raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "The job queue is unavailable; retry shortly")
 
     # 2. Record the job and reserve the minimum charge in one transaction.
     requested = submission.form_state.model_dump(mode="json", exclude_none=True)
@@ -122,7 +122,7 @@ async def submit_job(ctx: GatewayContext, principal: Principal, submission: Subm
         job, request, created = await ctx.db.run_async(lambda s: _record(s, new_job, max_concurrent))
     if not created and job.request_sha256 != request_hash:
         raise ApiError(
-            409, "idempotency_key_reused",
+            409, ErrorCode.IDEMPOTENCY_KEY_REUSED,
             "This Idempotency-Key was used with a different request",
         )
     if job.status != PROCESSING:
@@ -155,7 +155,7 @@ def _record(
     ):
         available = ledger.balance(session, new_job.account_id, new_job.credit_kind)
         raise ApiError(
-            402, "insufficient_credits",
+            402, ErrorCode.INSUFFICIENT_CREDITS,
             f"Not enough {new_job.credit_kind.upper()} credits: this job needs at least "
             f"{new_job.reserved_credits}, {available} available",
         )
@@ -166,7 +166,7 @@ def _record(
     )
     if (running or 0) >= max_concurrent:
         raise ApiError(
-            429, "too_many_concurrent_jobs",
+            429, ErrorCode.TOO_MANY_CONCURRENT_JOBS,
             f"Your plan allows {max_concurrent} jobs at a time; wait for one to finish",
             headers={"Retry-After": "10"},
         )
@@ -210,9 +210,9 @@ async def _publish_or_fail(ctx: GatewayContext, request: lipsync_pb2.JobRequest)
             log.warning("publishing job %s failed (attempt %d): %s", request.job_id, attempt + 1, exc)
             await asyncio.sleep(PUBLISH_BACKOFF_S * 2**attempt)
     # Nobody will run it: fail it and give the credits back rather than keep them.
-    outcome = Outcome(status=FAILED, error="Could not queue the job", error_code="internal_error")
+    outcome = Outcome(status=FAILED, error="Could not queue the job", error_code=ErrorCode.INTERNAL_ERROR)
     await ctx.db.run_async(lambda s: settle(s, ctx.prices, request.job_id, outcome))
-    raise ApiError(503, "service_unavailable", "Could not queue the job; nothing was charged")
+    raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "Could not queue the job; nothing was charged")
 
 
 def _owned_job(session: Session, account_id: str, job_id: str) -> Job:
@@ -308,7 +308,7 @@ async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> 
         job = _owned_job(session, principal.account_id, job_id)
         outcome = Outcome(status=CANCELED, error_code=CANCELED)
         if not settle(session, ctx.prices, job.id, outcome):
-            raise ApiError(409, "job_not_cancelable", f"Job is already {job.status}")
+            raise ApiError(409, ErrorCode.JOB_NOT_CANCELABLE, f"Job is already {job.status}")
         return job
 
     job = await ctx.db.run_async(cancel)

@@ -3,8 +3,6 @@ derived defaults under `LIPSYNCD_HOME`. This is the only module that reads the e
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +10,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
-
-SECRET_KEY_FILE = "secret_key"
+from proto.secretkey import load_secret_key
 
 
 class Settings(BaseSettings):
@@ -75,20 +72,7 @@ class Settings(BaseSettings):
 
     def secret_key_bytes(self) -> bytes:
         """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created once)."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.home / SECRET_KEY_FILE
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            # O_EXCL: two processes starting together must not write two different keys.
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+        return load_secret_key(self.secret_key, self.home)
 
     def plan(self, name: str) -> Plan:
         return self.plans.get(name) or self.plans[self.default_plan]

@@ -25,6 +25,7 @@ from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
 from preprocess.decode import FrameStore
 from preprocess.errors import MediaError
+from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ async def track_video(
     finally:
         await abandon([upcoming], cancel=False)  # the worker thread finishes writing its batch
     if not any(face is not None for face in faces):
-        raise MediaError("face_not_found", "No face found in any frame of the video")
+        raise MediaError(ErrorCode.FACE_NOT_FOUND, "No face found in any frame of the video")
     return SourceVideo(frames=store, faces=faces)
 
 

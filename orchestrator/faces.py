@@ -6,6 +6,7 @@ import numpy as np
 
 from orchestrator.stages import DetectedFace
 from preprocess.errors import MediaError
+from proto.vocabulary import ErrorCode
 
 MIN_FACE_PX = 40  # face box side in output pixels below which the mouth is a few pixels
 
@@ -27,7 +28,7 @@ def mask_coverage(face: DetectedFace, mask: np.ndarray) -> float:
 def select_faces(faces: list[DetectedFace], count: int, mask: np.ndarray | None) -> list[DetectedFace]:
     """Pick `count` faces: under the mask first (then by size), else the largest ones."""
     if not faces:
-        raise MediaError("face_not_found", "No face found in the image")
+        raise MediaError(ErrorCode.FACE_NOT_FOUND, "No face found in the image")
     if mask is not None:
         covered = [f for f in faces if mask_coverage(f, mask) > 0.5]
         others = [f for f in faces if all(f is not c for c in covered)]  # identity: arrays inside
@@ -35,13 +36,13 @@ def select_faces(faces: list[DetectedFace], count: int, mask: np.ndarray | None)
     else:
         faces = sorted(faces, key=lambda f: -f.area)
     if len(faces) < count:
-        raise MediaError("two_faces_required", f"{count} faces are needed; found {len(faces)}")
+        raise MediaError(ErrorCode.TWO_FACES_REQUIRED, f"{count} faces are needed; found {len(faces)}")
     chosen = faces[:count]
     for face in chosen:
         side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
         if side < MIN_FACE_PX:
             raise MediaError(
-                "face_too_small",
+                ErrorCode.FACE_TOO_SMALL,
                 f"The face is too small to animate ({side:.0f} px at the output size; at least {MIN_FACE_PX} px)",
             )
     return sorted(chosen, key=lambda f: float(f.box[0] + f.box[2]))

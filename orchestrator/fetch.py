@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from postprocess.storage import InvalidKey, Storage, verify_signature
+from proto.vocabulary import ErrorCode
 
 IPAddress = IPv4Address | IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -250,7 +251,7 @@ def _size_text(n_bytes: int) -> str:
 
 def too_large(kind: MediaKind, max_bytes: int) -> FetchError:
     return FetchError(
-        "media_too_large", f"Could not download {kind.noun}: the file is larger than "
+        ErrorCode.MEDIA_TOO_LARGE, f"Could not download {kind.noun}: the file is larger than "
         f"{_size_text(max_bytes)}"
     )
 
@@ -258,7 +259,7 @@ def too_large(kind: MediaKind, max_bytes: int) -> FetchError:
 def check_media(path: Path, size_bytes: int, content_type: str, kind: MediaKind) -> FetchedMedia:
     """Refuse empty files and bytes that are not the expected kind of media."""
     if size_bytes == 0:
-        raise FetchError("empty_media", f"Could not download {kind.noun}: the file is empty")
+        raise FetchError(ErrorCode.EMPTY_MEDIA, f"Could not download {kind.noun}: the file is empty")
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     fmt = sniff_format(head)
@@ -274,7 +275,7 @@ def check_media(path: Path, size_bytes: int, content_type: str, kind: MediaKind)
             got = "data of an unknown format"
         expected = {"video": "a video", "audio": "audio", "image": "an image", "mask": "an image"}
         raise FetchError(
-            "unsupported_media",
+            ErrorCode.UNSUPPORTED_MEDIA,
             f"The {kind.noun} URL did not return {expected[kind.value]} (got {got})",
         )
     return FetchedMedia(path=path, size_bytes=size_bytes, content_type=content_type, format=fmt)
@@ -322,13 +323,13 @@ class HttpFetcher:
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
             dest.unlink(missing_ok=True)
             raise FetchError(
-                "download_timeout", f"Could not download {kind.noun}: the server took too long "
+                ErrorCode.DOWNLOAD_TIMEOUT, f"Could not download {kind.noun}: the server took too long "
                 f"(limit {self.limits.total_timeout_s:g} s)"
             ) from exc
         except httpx.HTTPError as exc:
             dest.unlink(missing_ok=True)
             raise FetchError(
-                "download_failed", f"Could not download {kind.noun}: the connection failed"
+                ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: the connection failed"
             ) from exc
         except BaseException:
             dest.unlink(missing_ok=True)
@@ -360,7 +361,7 @@ class HttpFetcher:
                         continue
                     if not 200 <= response.status_code < 300:
                         raise FetchError(
-                            "download_failed",
+                            ErrorCode.DOWNLOAD_FAILED,
                             f"Could not download {kind.noun}: HTTP {response.status_code}",
                         )
                     size_bytes = await self._stream_to_file(response, dest, kind, max_bytes)
@@ -368,7 +369,7 @@ class HttpFetcher:
                 finally:
                     await response.aclose()
         raise FetchError(
-            "download_failed", f"Could not download {kind.noun}: too many redirects "
+            ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: too many redirects "
             f"(more than {self.limits.max_redirects})"
         )
 
@@ -377,11 +378,11 @@ class HttpFetcher:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError) as exc:
             raise FetchError(
-                "url_not_allowed", f"Could not download {kind.noun}: invalid URL"
+                ErrorCode.URL_NOT_ALLOWED, f"Could not download {kind.noun}: invalid URL"
             ) from exc
         if parsed.scheme not in ("http", "https") or not parsed.raw_host:
             raise FetchError(
-                "url_not_allowed",
+                ErrorCode.URL_NOT_ALLOWED,
                 f"Could not download {kind.noun}: only http and https URLs are supported",
             )
         return parsed
@@ -394,9 +395,9 @@ class HttpFetcher:
                 host, port, allow_private=self.allow_private, resolver=self.resolver
             )
         except AddressRefused as exc:
-            raise FetchError("url_not_allowed", f"Could not download {kind.noun}: {exc}") from exc
+            raise FetchError(ErrorCode.URL_NOT_ALLOWED, f"Could not download {kind.noun}: {exc}") from exc
         except HostUnresolvable as exc:
-            raise FetchError("download_failed", f"Could not download {kind.noun}: {exc}") from exc
+            raise FetchError(ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: {exc}") from exc
 
     @staticmethod
     async def _stream_to_file(
@@ -443,12 +444,12 @@ class StorageShortcutFetcher:
         parts = urlsplit(url)
         key = unquote(parts.path[len(urlsplit(self.prefix).path):])
         query = parse_qs(parts.query)
-        not_found = FetchError("download_failed", f"Could not download {kind.noun}: HTTP 404")
+        not_found = FetchError(ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: HTTP 404")
         if self.signing_key is not None and not verify_signature(
             key, query.get("expires", [""])[0], query.get("signature", [""])[0],
             self.signing_key, self.clock(),
         ):
-            raise FetchError("download_failed", f"Could not download {kind.noun}: HTTP 403")
+            raise FetchError(ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: HTTP 403")
         try:
             if self.storage.size(key) > max_bytes:
                 raise too_large(kind, max_bytes)
@@ -477,7 +478,7 @@ class StaticFetcher:
         if isinstance(body, FetchError):
             raise body
         if body is None:
-            raise FetchError("download_failed", f"Could not download {kind.noun}: HTTP 404")
+            raise FetchError(ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: HTTP 404")
         if len(body) > max_bytes:
             raise too_large(kind, max_bytes)
         dest.write_bytes(body)

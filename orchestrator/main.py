@@ -34,12 +34,12 @@ from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispat
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
+from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger("orchestrator")
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
 _LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
-TERMINAL = ("completed", "failed", "canceled")
 RETRY_DELAY_S = 5.0
 
 
@@ -66,7 +66,7 @@ class Orchestrator:
 
         # A job that reached a final state before a crash is only re-announced, not redone.
         previous = await read_status(self.bus.status_kv, request.job_id)
-        if previous is not None and previous.status in TERMINAL:
+        if previous is not None and previous.status in TERMINAL_STATUSES:
             await self._announce(request, previous)
             await msg.ack()
             return
@@ -74,15 +74,15 @@ class Orchestrator:
         reporter = JobReporter(self.bus.js, self.bus.status_kv, self.bus.control_kv,
                                request.job_id, attempt, request.seed)
         if await reporter.is_canceled():
-            await self._finish(request, reporter, "canceled")
+            await self._finish(request, reporter, JobStatus.CANCELED)
             await msg.ack()
             return
 
         if attempt > self.settings.max_deliver:
             # Every earlier attempt died without an answer (e.g. the process was killed).
             reporter.status.error = "The job could not be processed after several attempts"
-            reporter.status.error_code = "internal_error"
-            await self._finish(request, reporter, "failed")
+            reporter.status.error_code = ErrorCode.INTERNAL_ERROR
+            await self._finish(request, reporter, JobStatus.FAILED)
             await msg.ack()
             return
 
@@ -95,10 +95,10 @@ class Orchestrator:
         except MediaError as exc:
             log.info("job %s failed: %s (%s)", request.job_id, exc.message, exc.code)
             reporter.status.error, reporter.status.error_code = exc.message, exc.code
-            await self._finish(request, reporter, "failed")
+            await self._finish(request, reporter, JobStatus.FAILED)
         except JobCanceled:
             log.info("job %s canceled", request.job_id)
-            await self._finish(request, reporter, "canceled")
+            await self._finish(request, reporter, JobStatus.CANCELED)
         except Exception:
             log.exception("job %s attempt %d broke", request.job_id, attempt)
             if attempt < self.settings.max_deliver:
@@ -106,14 +106,14 @@ class Orchestrator:
                 await msg.nak(delay=RETRY_DELAY_S * attempt)
                 return
             reporter.status.error = "The job could not be processed; please try again later"
-            reporter.status.error_code = "internal_error"
-            await self._finish(request, reporter, "failed")
+            reporter.status.error_code = ErrorCode.INTERNAL_ERROR
+            await self._finish(request, reporter, JobStatus.FAILED)
         else:
             reporter.status.output_key = result.output_key
             reporter.status.output_duration_s = result.duration_s
             reporter.status.execution_time_ms = int((time.perf_counter() - started) * 1000)
             reporter.status.timings_ms.update(result.timings_ms)
-            await self._finish(request, reporter, "completed")
+            await self._finish(request, reporter, JobStatus.COMPLETED)
             log.info("job %s completed in %d ms", request.job_id, reporter.status.execution_time_ms)
         finally:
             heartbeat.cancel()
@@ -122,14 +122,14 @@ class Orchestrator:
         await msg.ack()
 
     async def _finish(self, request: lipsync_pb2.JobRequest, reporter: JobReporter, status: str) -> None:
-        await reporter.finish(status, request.resolution or "480p")
+        await reporter.finish(status, request.resolution or DEFAULT_RESOLUTION)
         await self._announce(request, reporter.status, publish_event=False)
 
     async def _announce(self, request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus,
                         publish_event: bool = True) -> None:
         """Publish the settling event and queue the webhook; both are deduplicated by id."""
         if publish_event:
-            event = lipsync_pb2.JobEvent(status=status, resolution=request.resolution or "480p")
+            event = lipsync_pb2.JobEvent(status=status, resolution=request.resolution or DEFAULT_RESOLUTION)
             await self.bus.js.publish(topology.event_subject(request.job_id), event.SerializeToString(),
                                       headers={"Nats-Msg-Id": f"{request.job_id}:{status.status}"})
         if request.webhook_url:

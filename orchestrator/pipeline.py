@@ -34,11 +34,12 @@ from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_a
 from preprocess.decode import iter_video_frames, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
+from proto.vocabulary import DEFAULT_RESOLUTION, ErrorCode, Model, Resolution
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SHORT_SIDES = {"480p": 480, "720p": 720}
+SHORT_SIDES = {r.value: r.short_side for r in Resolution}
 DETECT_MAX_SIDE = 1920
 AUDIO_ROLES = ("audio", "left_audio", "right_audio")
 # Speech between these lengths may be decoded in parts side by side. Shorter speech is not
@@ -86,7 +87,7 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
                   scratch: Path) -> JobResult:
     timer = StageTimer()
     settings = res.settings
-    short_side = SHORT_SIDES.get(request.resolution or "480p", 480)
+    short_side = SHORT_SIDES.get(request.resolution or DEFAULT_RESOLUTION, 480)
 
     # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
     await reporter.stage("download", 0.02)
@@ -103,10 +104,10 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
                 # bytes then fails this job instead of taking the orchestrator down.
                 info = await probing.probe(path, "audio")
                 if not info.has_audio:
-                    raise MediaError("no_audio_stream", "The audio file has no audio stream")
+                    raise MediaError(ErrorCode.NO_AUDIO_STREAM, "The audio file has no audio stream")
                 voices[role] = _load_voice(path, settings)
 
-    if request.model == "lipsync-video":
+    if request.model == Model.VIDEO:
         return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer)
     return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
 
@@ -208,7 +209,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         frame_count = max(1, math.ceil(duration_s * fps))
 
         # 4. Price the job now that its length is known.
-        await res.billing.reserve(request.job_id, duration_s, request.resolution or "480p")
+        await res.billing.reserve(request.job_id, duration_s, request.resolution or DEFAULT_RESOLUTION)
 
         # 5. Speech to mouth parameters for each voice on the audio_features stage, while
         #    this process finds the faces (two stages, two cores).
@@ -216,7 +217,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
             # 6. Find the faces on the image, at the output size.
             info = await probing.probe(files["image"], "image")
             if info.width * info.height > settings.max_image_pixels:
-                raise MediaError("image_too_large", f"The image is {info.width}x{info.height}; at most "
+                raise MediaError(ErrorCode.IMAGE_TOO_LARGE, f"The image is {info.width}x{info.height}; at most "
                                  f"{settings.max_image_pixels // 1_000_000} megapixels are accepted")
             original = load_image(files["image"], settings.max_image_pixels)
             size = output_size(original.shape[1], original.shape[0], short_side)
@@ -298,9 +299,9 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         # 3. Probe the video (in a child process) and check the limits.
         info = await probing.probe(files["video"], "video")
         if not info.has_video:
-            raise MediaError("unsupported_media", "The video has no video stream")
+            raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, "The video has no video stream")
         if info.duration_s > settings.max_video_s:
-            raise MediaError("video_too_long", f"Video is longer than {settings.max_video_s:.0f} s")
+            raise MediaError(ErrorCode.VIDEO_TOO_LONG, f"Video is longer than {settings.max_video_s:.0f} s")
         fps = min(settings.max_fps, info.fps or 25.0)
         width, height = (info.height, info.width) if info.rotation_deg % 180 else (info.width, info.height)
         size = output_size(width, height, short_side)
@@ -310,7 +311,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         expected = len(timeline(source_frames, audio_frames, sync_mode))
 
         # 4. Price the job now that its length is known.
-        await res.billing.reserve(request.job_id, expected / fps, request.resolution or "480p")
+        await res.billing.reserve(request.job_id, expected / fps, request.resolution or DEFAULT_RESOLUTION)
 
         # 5. Decode the source once and track the face through it, while the audio_features
         #    stage turns the new speech into mouth parameters (two stages, two cores).

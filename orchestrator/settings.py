@@ -2,13 +2,14 @@
 that reads the environment (LIPSYNCD_* variables and an optional .env file)."""
 from __future__ import annotations
 
-import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from postprocess.webhooks import DEFAULT_DELAYS_S
+from proto.secretkey import load_secret_key
 
 
 class OrchestratorSettings(BaseSettings):
@@ -47,7 +48,7 @@ class OrchestratorSettings(BaseSettings):
     speech_parts: int = 1
 
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
-    webhook_schedule_s: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_schedule_s: str = ",".join(f"{s:g}" for s in DEFAULT_DELAYS_S)
     webhook_timeout_s: float = 10.0
 
     @property
@@ -69,18 +70,7 @@ class OrchestratorSettings(BaseSettings):
     @cached_property
     def secret_key_bytes(self) -> bytes:
         """Shared with the gateway (signed output URLs); created on first start if unset."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.home_dir / "secret_key"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # O_EXCL: the gateway may be creating the same file at the same moment
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+        return load_secret_key(self.secret_key, self.home_dir)
 
     @property
     def webhook_delays_s(self) -> list[float]:

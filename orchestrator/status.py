@@ -11,6 +11,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from proto import lipsync_pb2, topology
+from proto.vocabulary import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class JobReporter:
         self._js = js
         self._status_kv = status_kv
         self._control_kv = control_kv
-        self.status = lipsync_pb2.JobStatus(job_id=job_id, status="processing", stage="queued",
+        self.status = lipsync_pb2.JobStatus(job_id=job_id, status=JobStatus.PROCESSING, stage="queued",
                                             attempt=attempt, seed=seed)
         self._last_put = 0.0
 
@@ -61,7 +62,7 @@ class JobReporter:
         self.status.status = status
         self.status.stage = "done"
         self.status.completed_at_ms = now_ms()
-        if status == "completed":
+        if status == JobStatus.COMPLETED:
             self.status.progress = 1.0
         await self._put(force=True)
         event = lipsync_pb2.JobEvent(status=self.status, resolution=resolution)

@@ -4,8 +4,6 @@ gateway uses to serve them. An S3-compatible backend will implement the same Pro
 (`local_path` then returns None and the gateway redirects to a presigned S3 URL instead)."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import os
 import re
@@ -14,6 +12,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from proto.urlsign import UrlSigner
 
 # No segment starts with a dot, so "..", "." and our own ".tmp-*" files are never
 # addressable; no backslashes, no empty segments, no leading slash.
@@ -143,15 +143,9 @@ class MemoryStorage:
             self.blobs.pop(validate_key(key), None)
 
 
-def _url_signature(key: str, expires_at: int, secret_key: bytes) -> str:
-    return hmac.new(secret_key, f"{key}:{expires_at}".encode(), hashlib.sha256).hexdigest()
-
-
 def sign_url(base_url: str, key: str, secret_key: bytes, expires_at: int) -> str:
     """A download URL for `key` that the gateway honours until `expires_at` (unix seconds)."""
-    validate_key(key)
-    signature = _url_signature(key, int(expires_at), secret_key)
-    return f"{base_url.rstrip('/')}/files/{key}?expires={int(expires_at)}&signature={signature}"
+    return UrlSigner(secret_key, base_url).url_until(validate_key(key), expires_at)
 
 
 def verify_signature(
@@ -160,10 +154,6 @@ def verify_signature(
     """True if `signature` was made by sign_url for this key and has not expired at `now`."""
     try:
         validate_key(key)
-        expires_at = int(expires)
-    except (InvalidKey, ValueError, TypeError):
+    except InvalidKey:
         return False
-    if now > expires_at or not isinstance(signature, str):
-        return False
-    expected = _url_signature(key, expires_at, secret_key)
-    return hmac.compare_digest(expected.encode(), signature.encode())
+    return UrlSigner(secret_key, "").verify(key, expires, signature, now_s=now)

@@ -10,6 +10,7 @@ import av
 import numpy as np
 
 from preprocess.errors import MediaError
+from proto.vocabulary import ErrorCode
 
 FEATURE_RATE_HZ = 16_000   # what the audio_features stage takes
 OUTPUT_RATE_HZ = 48_000    # what goes into the AAC track
@@ -25,7 +26,7 @@ def iter_audio(path: Path, rate_hz: int, max_duration_s: float) -> Iterator[np.n
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
-                raise MediaError("no_audio_stream", "The audio file has no audio stream")
+                raise MediaError(ErrorCode.NO_AUDIO_STREAM, "The audio file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)
             for frame in container.decode(audio=0):
                 for out in resampler.resample(frame):
@@ -33,17 +34,17 @@ def iter_audio(path: Path, rate_hz: int, max_duration_s: float) -> Iterator[np.n
                     total += chunk.size
                     yield chunk
                 if total > early_limit:
-                    raise MediaError("audio_too_long", f"Audio is longer than {max_duration_s:.0f} s")
+                    raise MediaError(ErrorCode.AUDIO_TOO_LONG, f"Audio is longer than {max_duration_s:.0f} s")
             for out in resampler.resample(None):
                 chunk = out.to_ndarray().reshape(-1)
                 total += chunk.size
                 yield chunk
     except av.error.FFmpegError as exc:
-        raise MediaError("unsupported_media", f"The audio could not be decoded: {exc}") from exc
+        raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The audio could not be decoded: {exc}") from exc
     if total == 0:
-        raise MediaError("empty_audio", "The audio is empty")
+        raise MediaError(ErrorCode.EMPTY_AUDIO, "The audio is empty")
     if total > max_duration_s * rate_hz + rate_hz // 100:
-        raise MediaError("audio_too_long", f"Audio is longer than {max_duration_s:.0f} s")
+        raise MediaError(ErrorCode.AUDIO_TOO_LONG, f"Audio is longer than {max_duration_s:.0f} s")
 
 
 def decode_audio(path: Path, rate_hz: int, max_duration_s: float) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from preprocess.errors import MediaError
+from proto.vocabulary import ErrorCode
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -28,7 +29,7 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
         with Image.open(path) as image:
             if image.width * image.height > max_pixels:
                 raise MediaError(
-                    "image_too_large",
+                    ErrorCode.IMAGE_TOO_LARGE,
                     f"The image is {image.width}x{image.height}; at most {max_pixels // 1_000_000} megapixels are accepted",
                 )
             image = ImageOps.exif_transpose(image)
@@ -38,9 +39,9 @@ def load_image(path: Path, max_pixels: int) -> np.ndarray:
                 image = Image.alpha_composite(background, rgba)
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
     except Image.DecompressionBombError as exc:
-        raise MediaError("image_too_large", f"The image is too large: {exc}") from exc
+        raise MediaError(ErrorCode.IMAGE_TOO_LARGE, f"The image is too large: {exc}") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise MediaError("unsupported_media", f"The image could not be decoded: {exc}") from exc
+        raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The image could not be decoded: {exc}") from exc
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -66,7 +67,7 @@ def iter_video_frames(
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.video:
-                raise MediaError("unsupported_media", "The video has no video stream")
+                raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, "The video has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             next_index = 0
@@ -87,7 +88,7 @@ def iter_video_frames(
                     next_index += 1
                 last = current
     except av.error.FFmpegError as exc:
-        raise MediaError("unsupported_media", f"The video could not be decoded: {exc}") from exc
+        raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The video could not be decoded: {exc}") from exc
 
 
 class FrameStore:

@@ -92,6 +92,7 @@ class _ProbeWorker:
 
     async def probe(self, path: Path, kind: str) -> MediaInfo:
         from preprocess.errors import MediaError  # noqa: PLC0415
+        from proto.vocabulary import ErrorCode  # noqa: PLC0415
 
         async with self._lock:
             proc = await self._running()
@@ -102,16 +103,16 @@ class _ProbeWorker:
                 line = await asyncio.wait_for(proc.stdout.readline(), PROBE_TIMEOUT_S)
             except asyncio.TimeoutError:
                 await self._discard()
-                raise MediaError("unsupported_media", f"The {kind} file could not be read in time") from None
+                raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The {kind} file could not be read in time") from None
             except (BrokenPipeError, ConnectionResetError):
                 line = b""
             if not line:  # the child died on this file (a decoder crash)
                 code = await self._discard()
-                raise MediaError("unsupported_media", f"The {kind} file could not be decoded "
+                raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The {kind} file could not be decoded "
                                  f"(the decoder crashed, exit status {code})")
         answer = json.loads(line)
         if "error" in answer:
-            raise MediaError("unsupported_media", f"The {kind} file could not be decoded ({answer['error'][:200]})")
+            raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The {kind} file could not be decoded ({answer['error'][:200]})")
         return MediaInfo(**answer["info"])
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from gateway.api.errors import ApiError, invalid_request, not_found
 from gateway.billing import ledger
 from gateway.jobs import iso_utc
 from gateway.models import Account, ApiKey
+from proto.vocabulary import ErrorCode
 
 router = APIRouter(tags=["account"])
 
@@ -62,7 +63,7 @@ def _safe_next(target: str) -> str | None:
 async def login(request: Request, ctx: Ctx) -> Response:
     client = request.client.host if request.client else "unknown"
     if ctx.rate_limiter.check(f"login:{client}", LOGIN_ATTEMPTS_PER_MINUTE) is not None:
-        raise ApiError(429, "rate_limited", "Too many login attempts; wait a minute")
+        raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many login attempts; wait a minute")
     fields = await _login_fields(request)
     for name in ("email", "password"):
         if not fields.get(name):
@@ -76,7 +77,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
 
     found = await ctx.db.run_async(authenticate)
     if found is None:
-        raise ApiError(401, "invalid_credentials", "Invalid email or password")
+        raise ApiError(401, ErrorCode.INVALID_CREDENTIALS, "Invalid email or password")
     account, token = found
     target = _safe_next(fields.get("next", ""))
     response: Response = (

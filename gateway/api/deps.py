@@ -11,6 +11,7 @@ from gateway.accounts import keys, sessions
 from gateway.accounts.principal import Principal
 from gateway.api.errors import ApiError, unauthorized
 from gateway.context import GatewayContext
+from proto.vocabulary import ErrorCode
 
 LOGIN_REQUIRED = "Please log in to create and manage API keys."
 API_KEY_HELP = "Authorization: Bearer sk_...; without it, the dashboard session cookie."
@@ -29,7 +30,7 @@ def _enforce_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
     retry_after_s = ctx.rate_limiter.check(principal.rate_limit_bucket, limit)
     if retry_after_s is not None:
         raise ApiError(
-            429, "rate_limited",
+            429, ErrorCode.RATE_LIMITED,
             f"Too many requests: your plan allows {limit} per minute",
             headers={"Retry-After": str(retry_after_s)},
         )
@@ -88,7 +89,7 @@ async def require_session(request: Request, ctx: Ctx) -> Principal:
     cookie = request.cookies.get(sessions.SESSION_COOKIE)
     principal = await _from_session(ctx, cookie) if cookie else None
     if principal is None:
-        raise ApiError(401, "unauthorized", LOGIN_REQUIRED)
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, LOGIN_REQUIRED)
     return principal
 
 

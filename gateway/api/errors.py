@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.api.schemas import FieldError
+from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,15 @@ class ApiError(Exception):
 
 
 def not_found(what: str = "Job") -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
+    return ApiError(404, ErrorCode.NOT_FOUND, f"{what} not found")
 
 
 def unauthorized(message: str = "Missing or invalid API key") -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def invalid_request(field: str, message: str) -> ApiError:
-    return ApiError(422, "invalid_request", f"{field}: {message}", field=field)
+    return ApiError(422, ErrorCode.INVALID_REQUEST, f"{field}: {message}", field=field)
 
 
 def _error_body(error: str, error_code: str, **extra: Any) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The public job endpoints (SPEC section 3): three submissions, read, cancel and list."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
@@ -16,6 +16,7 @@ from gateway.api.schemas import (
     MultiJobCreate,
     VideoJobCreate,
 )
+from proto.vocabulary import JobStatus, Model
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 
@@ -47,7 +48,7 @@ async def create_video_job(
     webhook: WebhookQuery = None, idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """Replace the speech in an existing video, keeping lip sync."""
-    return await _submit(ctx, caller, "lipsync-video", body, webhook, idempotency_key)
+    return await _submit(ctx, caller, Model.VIDEO, body, webhook, idempotency_key)
 
 
 @router.post("/lipsync-image", response_model=JobAccepted)
@@ -56,7 +57,7 @@ async def create_image_job(
     webhook: WebhookQuery = None, idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """One portrait image + audio → talking video."""
-    return await _submit(ctx, caller, "lipsync-image", body, webhook, idempotency_key)
+    return await _submit(ctx, caller, Model.IMAGE, body, webhook, idempotency_key)
 
 
 @router.post("/lipsync-image-multi", response_model=JobAccepted)
@@ -65,7 +66,7 @@ async def create_multi_job(
     webhook: WebhookQuery = None, idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     """One image with two people + two audios → conversation video."""
-    return await _submit(ctx, caller, "lipsync-image-multi", body, webhook, idempotency_key)
+    return await _submit(ctx, caller, Model.IMAGE_MULTI, body, webhook, idempotency_key)
 
 
 @router.get("/jobs/{requestId}", response_model=JobPublic)
@@ -85,7 +86,7 @@ async def cancel_job(requestId: str, ctx: Ctx, caller: Caller) -> JobPublic:  # 
 async def list_jobs(
     ctx: Ctx,
     caller: Caller,
-    status: Literal["processing", "completed", "failed", "canceled"] | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> JobList:

@@ -25,7 +25,7 @@ def check_http_url(value: str) -> str:
 
 HttpUrl = Annotated[str, AfterValidator(check_http_url)]
 
-Resolution = Literal["480p", "720p"]
+Resolution = Literal["480p", "720p"]  # proto.vocabulary.Resolution; checked by a unit test
 SyncMode = Literal["bounce", "loop", "cut_off", "silence"]
 Order = Literal["left_right", "right_left", "meanwhile", "sequence"]
 

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.api.deps import Caller, Ctx
 from gateway.api.errors import ApiError, invalid_request
 from gateway.jobs import iso_utc
+from proto.vocabulary import ErrorCode
 
 router = APIRouter(prefix="/api/v1", tags=["uploads"])
 
@@ -33,7 +34,7 @@ async def upload_media(request: Request, file: UploadFile, ctx: Ctx, caller: Cal
     cap = ctx.settings.max_upload_bytes
     declared = int(request.headers.get("content-length") or 0)
     if declared > cap + MULTIPART_OVERHEAD_BYTES:
-        raise ApiError(413, "payload_too_large", f"Uploads are limited to {cap} bytes")
+        raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
     key = f"uploads/{uuid.uuid4()}/{safe_name(file.filename)}"
     path = ctx.signer.path_for(key)
     if path is None:
@@ -45,7 +46,7 @@ async def upload_media(request: Request, file: UploadFile, ctx: Ctx, caller: Cal
             while chunk := await file.read(CHUNK_BYTES):
                 size += len(chunk)
                 if size > cap:
-                    raise ApiError(413, "payload_too_large", f"Uploads are limited to {cap} bytes")
+                    raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
                 await run_in_threadpool(out.write, chunk)
     except ApiError:
         path.unlink(missing_ok=True)

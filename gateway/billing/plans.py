@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-RESOLUTIONS = ("480p", "720p")
+from proto.vocabulary import RESOLUTIONS
 
 
 class Plan(BaseModel):

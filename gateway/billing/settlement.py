@@ -15,14 +15,14 @@ from gateway.billing import ledger
 from gateway.billing.pricing import PriceTable
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger(__name__)
 
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELED = "canceled"
-TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, CANCELED})
+PROCESSING = JobStatus.PROCESSING
+COMPLETED = JobStatus.COMPLETED
+FAILED = JobStatus.FAILED
+CANCELED = JobStatus.CANCELED
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ def raise_reservation(
 ) -> lipsync_pb2.ReserveReply:
     job = lock_job(session, request.job_id)
     if job is None:
-        return lipsync_pb2.ReserveReply(ok=False, error_code="unknown_job", error="Unknown job")
+        return lipsync_pb2.ReserveReply(ok=False, error_code=ErrorCode.UNKNOWN_JOB, error="Unknown job")
     if job.status != PROCESSING:
         return lipsync_pb2.ReserveReply(
-            ok=False, error_code="canceled", error=f"Job is {job.status}",
+            ok=False, error_code=ErrorCode.CANCELED, error=f"Job is {job.status}",
             reserved_credits=job.reserved_credits,
         )
     price = prices.price(request.output_duration_s, job.resolution)
@@ -111,7 +111,7 @@ def raise_reservation(
             available = ledger.balance(session, job.account_id, job.credit_kind)
             return lipsync_pb2.ReserveReply(
                 ok=False,
-                error_code="insufficient_credits",
+                error_code=ErrorCode.INSUFFICIENT_CREDITS,
                 error=(
                     f"Not enough {job.credit_kind.upper()} credits: this video costs {price} "
                     f"credits, {job.reserved_credits + available} available"
