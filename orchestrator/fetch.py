@@ -6,34 +6,64 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from enum import Enum
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
 from postprocess.storage import InvalidKey, Storage, verify_signature
+from preprocess.sniff import (
+    ACCEPTED_FORMATS,
+    SNIFF_BYTES,
+    MediaKind,
+    describe_format,
+    sniff_format,
+)
+from proto.addresses import (
+    METADATA_ADDRESSES,
+    AddressRefused,
+    HostUnresolvable,
+    IPAddress,
+    Resolver,
+    address_refusal,
+    embedded_ipv4,
+    pinned_request_parts,
+    resolve_allowed_address,
+    resolve_host,
+)
 from proto.vocabulary import ErrorCode
 
-IPAddress = IPv4Address | IPv6Address
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-class MediaKind(str, Enum):
-    VIDEO = "video"
-    AUDIO = "audio"
-    IMAGE = "image"
-    MASK = "mask"
-
-    @property
-    def noun(self) -> str:
-        return "mask image" if self is MediaKind.MASK else self.value
+# Re-exported: callers and tests import the fetcher's rules from here.
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "SNIFF_BYTES",
+    "MediaKind",
+    "describe_format",
+    "sniff_format",
+    "METADATA_ADDRESSES",
+    "AddressRefused",
+    "HostUnresolvable",
+    "IPAddress",
+    "Resolver",
+    "address_refusal",
+    "embedded_ipv4",
+    "pinned_request_parts",
+    "resolve_allowed_address",
+    "resolve_host",
+    "FetchError",
+    "FetchedMedia",
+    "Fetcher",
+    "FetchLimits",
+    "HttpFetcher",
+    "StaticFetcher",
+    "StorageShortcutFetcher",
+    "check_media",
+    "too_large",
+]
 
 
 @dataclass(frozen=True)
@@ -58,186 +88,7 @@ class Fetcher(Protocol):
         ...
 
 
-# --- Address rules ----------------------------------------------------------------------
-
-class AddressRefused(Exception):
-    def __init__(self, ip: IPAddress, reason: str) -> None:
-        mapped = ip.ipv4_mapped if isinstance(ip, IPv6Address) else None
-        shown = f"::ffff:{mapped}" if mapped else str(ip)  # not Python 3.11's ::ffff:7f00:1
-        super().__init__(f"the address {shown} {reason}")
-        self.ip = ip
-        self.reason = reason
-
-
-class HostUnresolvable(Exception):
-    def __init__(self, host: str) -> None:
-        super().__init__(f"the host {host} could not be found")
-        self.host = host
-
-
-METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
-    ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
-_PRIVATE_NETWORKS: tuple[IPv4Network | IPv6Network, ...] = tuple(
-    ip_network(n) for n in (
-        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",  # RFC 1918, CGNAT
-        "fc00::/7", "fec0::/10",                                          # ULA, old site-local
-    )
-)
-_THIS_NETWORK = ip_network("0.0.0.0/8")
-_BROADCAST = ip_address("255.255.255.255")
-_NAT64_WELL_KNOWN = ip_network("64:ff9b::/96")
-_NAT64_LOCAL_USE = ip_network("64:ff9b:1::/48")  # RFC 8215: embedding depends on the prefix
-_IPV4_COMPATIBLE = ip_network("::/96")
-
-
-def embedded_ipv4(ip: IPv6Address) -> IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, compatible, 6to4, NAT64, Teredo)."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
-        return IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    return None
-
-
-def address_refusal(ip: IPAddress | str, *, allow_private: bool) -> str | None:
-    """Why a connection to `ip` is refused ("is private", ...), or None if it is allowed.
-
-    Link-local, metadata, unspecified, multicast, broadcast and reserved addresses are
-    always refused; loopback, private and other non-public ranges only without allow_private.
-    """
-    ip = ip_address(ip) if isinstance(ip, str) else ip
-    if isinstance(ip, IPv6Address) and ip.scope_id:
-        ip = IPv6Address(str(ip).split("%", 1)[0])
-    if ip in METADATA_ADDRESSES:
-        return "is a cloud metadata address"
-    if isinstance(ip, IPv6Address):
-        inner = embedded_ipv4(ip)
-        if inner is not None:
-            return address_refusal(inner, allow_private=allow_private)
-        if ip in _NAT64_LOCAL_USE:
-            return None if allow_private else "is not a public address"
-    if ip.is_link_local:
-        return "is link-local"
-    if ip.is_unspecified or ip in _THIS_NETWORK:
-        return "is unspecified"
-    if ip.is_multicast:
-        return "is multicast"
-    if ip == _BROADCAST:
-        return "is a broadcast address"
-    if ip.is_loopback:
-        return None if allow_private else "is a loopback address"
-    if any(ip in net for net in _PRIVATE_NETWORKS if net.version == ip.version):
-        return None if allow_private else "is private"
-    if ip.is_reserved:
-        return "is reserved"
-    if not ip.is_global:  # documentation, benchmarking, IETF protocol ranges
-        return None if allow_private else "is not a public address"
-    return None
-
-
-async def resolve_host(host: str, port: int) -> list[str]:
-    """All addresses of `host` (the system resolver, run off the event loop)."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise HostUnresolvable(host) from exc
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-async def resolve_allowed_address(
-    host: str, port: int, *, allow_private: bool, resolver: Resolver = resolve_host
-) -> IPAddress:
-    """Resolve `host`, refuse it if ANY of its addresses is refused, return one to pin."""
-    addresses = [ip_address(a.split("%", 1)[0]) for a in await resolver(host, port)]
-    if not addresses:
-        raise HostUnresolvable(host)
-    for ip in addresses:
-        reason = address_refusal(ip, allow_private=allow_private)
-        if reason is not None:
-            raise AddressRefused(ip, reason)
-    return addresses[0]
-
-
-def pinned_request_parts(url: httpx.URL, ip: IPAddress) -> tuple[httpx.URL, dict[str, str], dict]:
-    """The URL to connect to (host replaced by the checked IP), plus the Host header and
-    the TLS server name so that virtual hosting and certificate checks use the real host."""
-    host = url.raw_host.decode("ascii")
-    headers = {"Host": url.netloc.decode("ascii")}
-    extensions: dict = {}
-    if url.scheme == "https":
-        try:
-            ip_address(host)
-        except ValueError:
-            extensions["sni_hostname"] = host
-    return url.copy_with(host=str(ip)), headers, extensions
-
-
 # --- Checking the bytes ------------------------------------------------------------------
-
-_VIDEO_FORMATS = frozenset({"mp4", "mov", "3gp", "webm", "mkv", "avi", "mpegts"})
-_IMAGE_FORMATS = frozenset({"png", "jpeg", "webp", "gif", "bmp"})
-# Audio may arrive in any container that can carry a soundtrack (people pass a video as
-# the voice); the decoder later checks that there really is an audio stream.
-ACCEPTED_FORMATS: Mapping[MediaKind, frozenset[str]] = {
-    MediaKind.VIDEO: _VIDEO_FORMATS,
-    MediaKind.AUDIO: frozenset({"wav", "mp3", "ogg", "flac", "m4a", "aac"}) | _VIDEO_FORMATS,
-    MediaKind.IMAGE: _IMAGE_FORMATS,
-    MediaKind.MASK: _IMAGE_FORMATS,
-}
-_FORMAT_DESCRIPTIONS = {
-    "mp4": "an MP4 file", "mov": "a QuickTime file", "3gp": "a 3GP file", "webm": "a WebM file",
-    "mkv": "a Matroska file", "avi": "an AVI file", "mpegts": "an MPEG-TS file",
-    "wav": "WAV audio", "mp3": "MP3 audio", "ogg": "an Ogg file", "flac": "FLAC audio",
-    "m4a": "M4A audio", "aac": "AAC audio", "png": "a PNG image", "jpeg": "a JPEG image",
-    "webp": "a WebP image", "gif": "a GIF image", "bmp": "a BMP image",
-}
-SNIFF_BYTES = 512
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The container/format named by the magic numbers in a file's first bytes, or None."""
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"M4A ", b"M4B ", b"M4P "):
-            return "m4a"
-        if brand == b"qt  ":
-            return "mov"
-        return "3gp" if brand.startswith(b"3g") else "mp4"
-    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # QuickTime without ftyp
-        return "mov"
-    if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "webm" if b"webm" in head[:64] else "mkv"
-    if head[:4] in (b"RIFF", b"RF64"):
-        return {b"AVI ": "avi", b"WAVE": "wav", b"WEBP": "webp"}.get(head[8:12])
-    simple_magics = (
-        (b"OggS", "ogg"), (b"fLaC", "flac"), (b"ID3", "mp3"), (b"\x89PNG\r\n\x1a\n", "png"),
-        (b"\xff\xd8\xff", "jpeg"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-    )
-    for magic, fmt in simple_magics:
-        if head.startswith(magic):
-            return fmt
-    if head[:2] == b"BM" and head[6:10] == b"\0\0\0\0":
-        return "bmp"
-    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
-        return "mpegts"
-    if len(head) >= 3 and head[0] == 0xFF:
-        if head[1] & 0xF6 == 0xF0:  # ADTS sync with layer bits 00: AAC (FFF1 / FFF9)
-            return "aac"
-        # MPEG audio frame sync, a layer other than 00, a bitrate index other than 1111
-        if head[1] & 0xE0 == 0xE0 and head[1] & 0x06 and head[2] >> 4 != 0xF:
-            return "mp3"
-    return None
-
-
-def describe_format(fmt: str) -> str:
-    return _FORMAT_DESCRIPTIONS.get(fmt, fmt)
-
 
 def _size_text(n_bytes: int) -> str:
     """A limit of 200 MiB reads "200 MB"; other limits are shown in decimal units."""

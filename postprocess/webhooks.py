@@ -21,7 +21,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from orchestrator.fetch import (
+from postprocess.signing import webhook_headers
+from proto import lipsync_pb2, topology
+from proto.addresses import (
     AddressRefused,
     HostUnresolvable,
     Resolver,
@@ -29,8 +31,6 @@ from orchestrator.fetch import (
     resolve_allowed_address,
     resolve_host,
 )
-from postprocess.signing import webhook_headers
-from proto import lipsync_pb2, topology
 
 log = logging.getLogger(__name__)
 

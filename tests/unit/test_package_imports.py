@@ -1,0 +1,43 @@
+"""The package layering holds: gateway, preprocess and postprocess import nothing from the
+orchestrator, and proto (the shared contract package) imports none of the service packages.
+Read from the source with ast, so a lazy import inside a function counts too."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {
+    "gateway": {"orchestrator"},
+    "preprocess": {"orchestrator", "gateway"},
+    "postprocess": {"orchestrator", "gateway"},
+    "proto": {"orchestrator", "gateway", "preprocess", "postprocess"},
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_nothing_above_it(package: str) -> None:
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_packages(path) & FORBIDDEN[package])
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from orchestrator.fetch import x\n    import gateway.app\n")
+    assert imported_packages(module) == {"orchestrator", "gateway"}
