@@ -202,10 +202,11 @@ class JobBus:
             log.error("undecodable status for job %s", job_id)
             return None
 
-    async def request_cancel(self, job_id: str) -> None:
+    async def request_cancel(self, job_id: str, canceled_at_ms: int) -> None:
+        """Set the job's cancel flag; its value is the moment of the cancel (ms since epoch)."""
         self._require()
         assert self._control_kv is not None
         try:
-            await self._control_kv.put(topology.cancel_key(job_id), b"1")
+            await self._control_kv.put(topology.cancel_key(job_id), str(canceled_at_ms).encode())
         except (nats.errors.Error, TimeoutError) as exc:
             raise BusUnavailableError(str(exc)) from exc

@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, or_, select
@@ -25,7 +25,6 @@ from gateway.api.schemas import FormStateBase, JobPublic
 from gateway.billing import ledger
 from gateway.billing.settlement import (
     CANCELED,
-    COMPLETED,
     FAILED,
     PROCESSING,
     TERMINAL_STATUSES,
@@ -39,6 +38,7 @@ from gateway.jobviews import JobView, read_owned_job
 from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from proto import lipsync_pb2
+from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime
 from proto.vocabulary import MODELS, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,8 @@ def job_request(session: Session, job: Job) -> lipsync_pb2.JobRequest:
         seed=job.seed,
         webhook_url=job.webhook_url,
         webhook_secret=secret,
-        created_at_ms=int(job.created_at.replace(tzinfo=dt.UTC).timestamp() * 1000),
+        created_at_ms=ms_from_datetime(job.created_at),
+        form_state_json=job.form_state_json,
         reserved_credits=job.reserved_credits,
     )
 
@@ -259,61 +260,56 @@ def iso_utc(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_public(
-    job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
-) -> JobPublic:
-    outcome = Outcome(
+def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRecord:
+    """The job as the database row says, or as the live status says while the row still
+    says processing (live progress, or a final state not yet settled by the consumer)."""
+    record = JobRecord(
+        id=job.id,
+        model=job.model,
         status=job.status,
+        seed=job.seed,
+        form_state_json=job.form_state_json,
+        created_at_ms=ms_from_datetime(job.created_at),
         output_key=job.output_key or "",
         error=job.error,
         error_code=job.error_code,
         execution_time_ms=job.execution_time_ms,
         timings_ms=json.loads(job.timings_json) if job.timings_json else {},
-        completed_at=job.completed_at,
+        completed_at_ms=ms_from_datetime(job.completed_at) if job.completed_at else None,
     )
-    progress, stage = (1.0, "done") if job.status == COMPLETED else (0.0, "")
-    if job.status == PROCESSING:
-        stage = "queued"
-    if live is not None:
-        progress, stage = live.progress, live.stage or stage
-        if live.status in TERMINAL_STATUSES:  # finished, not yet settled by the consumer
-            outcome = Outcome.from_status(live)
-    output = expires_at = None
-    if outcome.status == COMPLETED and outcome.output_key:
-        signed = signer.sign(outcome.output_key, url_ttl_s)
-        output, expires_at = signed.url, iso_utc(signed.expires_at.replace(tzinfo=None))
-    completed = outcome.status == COMPLETED
-    return JobPublic(
-        id=job.id,
-        model=job.model,
-        status=outcome.status,
-        output=output,
-        outputs=[output] if output else None,
-        error=outcome.error if outcome.status == FAILED else "",
-        executionTime=outcome.execution_time_ms if completed else None,
-        timings=(outcome.timings_ms or None) if completed else None,
-        error_code=outcome.error_code or (CANCELED if outcome.status == CANCELED else None),
-        progress=1.0 if completed else progress,
-        stage="done" if completed else stage,
-        created_at=iso_utc(job.created_at) or "",
-        completed_at=iso_utc(outcome.completed_at),
-        expires_at=expires_at,
-        seed=job.seed,
-        formState=json.loads(job.form_state_json),
-    )
+    if live is None or job.status != PROCESSING:
+        return record
+    if live.status in TERMINAL_STATUSES:
+        return replace(
+            record, status=live.status, output_key=live.output_key, error=live.error,
+            error_code=live.error_code, execution_time_ms=live.execution_time_ms or None,
+            timings_ms=dict(live.timings_ms), completed_at_ms=live.completed_at_ms or None,
+        )
+    return replace(record, progress=live.progress, stage=live.stage)
+
+
+def to_public(
+    job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
+) -> JobPublic:
+    return JobPublic(**job_object(job_record(job, live), signer, url_ttl_s))
 
 
 async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> JobPublic:
+    # One moment for the row and the cancel flag: the orchestrator's canceled status (and
+    # its webhook body) carries the same completed_at as GET.
+    canceled_at_ms = ms_from_datetime(utcnow())
+
     def cancel(session: Session) -> Job:
         job = _owned_job(session, principal.account_id, job_id)
-        outcome = Outcome(status=CANCELED, error_code=CANCELED)
+        outcome = Outcome(status=CANCELED, error_code=CANCELED,
+                          completed_at=datetime_from_ms(canceled_at_ms))
         if not settle(session, ctx.prices, job.id, outcome):
             raise ApiError(409, ErrorCode.JOB_NOT_CANCELABLE, f"Job is already {job.status}")
         return job
 
     job = await ctx.db.run_async(cancel)
     try:
-        await ctx.bus.request_cancel(job.id)
+        await ctx.bus.request_cancel(job.id, canceled_at_ms)
     except BusUnavailableError as exc:
         # The credits are back either way; the orchestrator's result will be ignored.
         log.warning("cancel flag for job %s not set: %s", job.id, exc)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select
 
-from gateway.billing.settlement import TERMINAL_STATUSES
 from gateway.models import Job
+from proto.vocabulary import TERMINAL_STATUSES
 
 MAX_CACHED_JOBS = 10_000
 

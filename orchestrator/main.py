@@ -34,6 +34,7 @@ from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispat
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
+from proto.urlsign import UrlSigner
 from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger("orchestrator")
@@ -133,7 +134,8 @@ class Orchestrator:
             await self.bus.js.publish(topology.event_subject(request.job_id), event.SerializeToString(),
                                       headers={"Nats-Msg-Id": f"{request.job_id}:{status.status}"})
         if request.webhook_url:
-            body = job_body(request, status, self.settings.base_url, self.settings.secret_key_bytes)
+            signer = UrlSigner(self.settings.secret_key_bytes, self.settings.base_url)
+            body = job_body(request, status, signer, self.settings.output_url_ttl_s)
             await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url,
                                         request.webhook_secret, body)
 

@@ -22,6 +22,8 @@ class OrchestratorSettings(BaseSettings):
     port: int = Field(default=8000, validation_alias="PORT")
     storage_dir: Path | None = None
     secret_key: str = ""
+    # Signed output links in webhook bodies; the gateway reads the same variable for GET.
+    output_url_ttl_s: int = 7 * 24 * 3600
     allow_private_urls: bool = False
 
     # Limits on what a job may ask of the machine.

@@ -31,6 +31,7 @@ class JobReporter:
         self.status = lipsync_pb2.JobStatus(job_id=job_id, status=JobStatus.PROCESSING, stage="queued",
                                             attempt=attempt, seed=seed)
         self._last_put = 0.0
+        self.canceled_at_ms = 0  # when the gateway canceled the job, read from the flag
 
     async def stage(self, stage: str, progress: float | None = None) -> None:
         self.status.stage = stage
@@ -55,13 +56,18 @@ class JobReporter:
             entry = await self._control_kv.get(topology.cancel_key(self.status.job_id))
         except KeyNotFoundError:
             return False
-        return bool(entry.value)
+        if not entry.value:
+            return False
+        if entry.value.isdigit():
+            self.canceled_at_ms = int(entry.value)
+        return True
 
     async def finish(self, status: str, resolution: str) -> None:
         """Record the final state and publish the event that settles credits."""
         self.status.status = status
         self.status.stage = "done"
-        self.status.completed_at_ms = now_ms()
+        canceled_at = self.canceled_at_ms if status == JobStatus.CANCELED else 0
+        self.status.completed_at_ms = canceled_at or now_ms()
         if status == JobStatus.COMPLETED:
             self.status.progress = 1.0
         await self._put(force=True)

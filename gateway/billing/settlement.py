@@ -15,6 +15,7 @@ from gateway.billing import ledger
 from gateway.billing.pricing import PriceTable
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
+from proto.jobobject import datetime_from_ms
 from proto.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,7 @@ class Outcome:
 
     @classmethod
     def from_status(cls, status: lipsync_pb2.JobStatus) -> "Outcome":
-        completed_at = None
-        if status.completed_at_ms:
-            completed_at = dt.datetime.fromtimestamp(status.completed_at_ms / 1000, dt.UTC)
-            completed_at = completed_at.replace(tzinfo=None)
+        completed_at = datetime_from_ms(status.completed_at_ms) if status.completed_at_ms else None
         return cls(
             status=status.status,
             output_key=status.output_key,

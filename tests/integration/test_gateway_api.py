@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from gateway.context import GatewayContext
 from proto import lipsync_pb2, topology
+from proto.jobobject import iso_from_ms
 from tests.integration.conftest_gateway import ApiAccount, api_balance
 
 # Fixtures: gateway_app, client, ctx, make_account, orchestrator_nc (and nats_url).
@@ -186,7 +187,10 @@ async def test_cancel_releases_credits_and_sets_the_cancel_flag(
     assert response.json()["status"] == "canceled"
     assert api_balance(ctx, account.account_id) == 20
     control = await orchestrator_nc.jetstream().key_value(topology.CONTROL_BUCKET)
-    assert (await control.get(topology.cancel_key(job_id))).value == b"1"
+    flag = (await control.get(topology.cancel_key(job_id))).value
+    # The flag carries the cancel moment, which the job object shows as completed_at.
+    assert response.json()["error_code"] == "canceled"
+    assert iso_from_ms(int(flag)) == response.json()["completed_at"]
 
     again = await client.post(f"/api/v1/jobs/{job_id}/cancel", headers=account.headers)
     assert again.status_code == 409

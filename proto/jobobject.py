@@ -1,0 +1,101 @@
+"""The job object of SPEC section 3, built in one place for both of its readers: the gateway's
+`GET /api/v1/jobs/{id}` (from the database row and the live status bucket) and the webhook
+body (built by the orchestrator from the JobRequest and its final JobStatus). Each side fills
+a `JobRecord`; `job_object` alone decides what the customer sees, so the two cannot drift.
+
+Rules: a completed job has `output`/`outputs` (one signed URL, expiry rounded up to the hour,
+so GET and webhook made in the same hour carry the same link) and `expires_at`, `progress`
+1.0 and stage "done"; a failed or canceled job has progress 0.0 and stage "done", and a
+canceled one always carries `error_code: "canceled"`; `error` is set only when failed.
+Times are ISO 8601 UTC with milliseconds, computed from integer milliseconds."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from proto.urlsign import UrlSigner
+from proto.vocabulary import ErrorCode, JobStatus
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What is known about one job, from whichever side reads it."""
+
+    id: str
+    model: str
+    status: str
+    seed: int
+    form_state_json: str
+    created_at_ms: int
+    output_key: str = ""
+    error: str = ""
+    error_code: str = ""
+    execution_time_ms: int | None = None
+    timings_ms: Mapping[str, int] = field(default_factory=dict)
+    completed_at_ms: int | None = None
+    progress: float = 0.0
+    stage: str = ""
+
+
+def ms_from_datetime(value: dt.datetime) -> int:
+    """Integer milliseconds since the epoch (naive datetimes are UTC), truncated, no floats."""
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    delta = aware - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def datetime_from_ms(ms: int) -> dt.datetime:
+    """The naive UTC datetime of `ms` milliseconds since the epoch (exact, no floats)."""
+    return (_EPOCH + dt.timedelta(milliseconds=ms)).replace(tzinfo=None)
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    moment = _EPOCH + dt.timedelta(milliseconds=ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def job_object(
+    record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None
+) -> dict[str, Any]:
+    status = JobStatus(record.status)
+    completed = status is JobStatus.COMPLETED
+    output = expires_at = None
+    if completed and record.output_key:
+        signed = signer.sign(record.output_key, url_ttl_s, now_s)
+        output = signed.url
+        expires_at = iso_from_ms(ms_from_datetime(signed.expires_at))
+    if status is JobStatus.PROCESSING:
+        progress, stage = record.progress, record.stage or "queued"
+    else:
+        progress, stage = (1.0 if completed else 0.0), "done"
+    error_code = record.error_code or (ErrorCode.CANCELED.value if status is JobStatus.CANCELED else "")
+    return {
+        "id": record.id,
+        "model": record.model,
+        "status": status.value,
+        "output": output,
+        "outputs": [output] if output else None,
+        "error": record.error if status is JobStatus.FAILED else "",
+        "error_code": error_code or None,
+        "executionTime": record.execution_time_ms if completed else None,
+        "timings": (dict(record.timings_ms) or None) if completed else None,
+        "progress": progress,
+        "stage": stage,
+        "seed": record.seed,
+        "created_at": iso_from_ms(record.created_at_ms),
+        "completed_at": iso_from_ms(record.completed_at_ms) if status.is_terminal else None,
+        "expires_at": expires_at,
+        "formState": json.loads(record.form_state_json) if record.form_state_json else {},
+    }
+
+
+def job_body(record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None) -> bytes:
+    """The job object as compact JSON bytes (the webhook body)."""
+    return json.dumps(job_object(record, signer, url_ttl_s, now_s), separators=(",", ":")).encode()
