@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench eval models proto install clean
+.PHONY: serve test unit integration e2e bench eval models proto install clean testdata
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
@@ -28,6 +28,11 @@ test: install proto models
 
 unit: install proto models
 	$(PY) -m pytest -q tests/unit
+
+# Test media for a clone without ../shared: fetched from the public sources at pinned commits,
+# checked by SHA-256, into $(LIPSYNCD_TEST_MEDIA) or .testdata/media (see tests/media.py).
+testdata: $(VENV)/.installed
+	$(PY) -m tests.media download $(LIPSYNCD_TEST_MEDIA)
 
 bench: install proto models
 	$(PY) -m tests.bench.run --out reports/bench.md $(BENCH_ARGS)

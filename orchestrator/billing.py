@@ -9,6 +9,7 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
+from proto.vocabulary import ErrorCode
 
 
 class BillingUnavailable(Exception):
@@ -35,7 +36,7 @@ class NatsBilling:
         reply = lipsync_pb2.ReserveReply()
         reply.ParseFromString(msg.data)
         if not reply.ok:
-            raise MediaError(reply.error_code or "insufficient_credits",
+            raise MediaError(reply.error_code or ErrorCode.INSUFFICIENT_CREDITS,
                              reply.error or "Not enough credits for this video")
 
 

@@ -94,9 +94,14 @@ class Orchestrator:
         try:
             result = await run_job(request, reporter, self.res, scratch)
         except MediaError as exc:
-            log.info("job %s failed: %s (%s)", request.job_id, exc.message, exc.code)
-            reporter.status.error, reporter.status.error_code = exc.message, exc.code
-            await self._finish(request, reporter, JobStatus.FAILED)
+            if exc.code == ErrorCode.CANCELED:  # the gateway refused to bill a canceled job
+                log.info("job %s canceled (seen at billing)", request.job_id)
+                await reporter.is_canceled()  # reads the moment of the cancel
+                await self._finish(request, reporter, JobStatus.CANCELED)
+            else:
+                log.info("job %s failed: %s (%s)", request.job_id, exc.message, exc.code)
+                reporter.status.error, reporter.status.error_code = exc.message, exc.code
+                await self._finish(request, reporter, JobStatus.FAILED)
         except JobCanceled:
             log.info("job %s canceled", request.job_id)
             await self._finish(request, reporter, JobStatus.CANCELED)

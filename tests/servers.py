@@ -1,4 +1,4 @@
-"""Loopback servers the tests share: a static media server over ../shared/media (with
+"""Loopback servers the tests share: a static media server over the test media (with
 paths that misbehave on purpose) and a webhook receiver that records what it is sent."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-MEDIA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+from tests.media import MEDIA_DIR
 
 
 def free_port() -> int:
@@ -37,7 +37,7 @@ class _Server:
 
 
 class MediaServer(_Server):
-    """GET /<file> serves ../shared/media; /extra/<name> serves bytes registered by tests;
+    """GET /<file> serves the test media (tests/media.py); /extra/<name> serves bytes registered by tests;
     /status/<code> answers that code; /redirect?to=URL answers 302 to URL."""
 
     def __init__(self) -> None:

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from orchestrator.fetch import FetchError, FetchLimits, HttpFetcher, MediaKind
+from tests.media import MEDIA_DIR
 
 pytestmark = pytest.mark.integration
 
-MEDIA = Path(__file__).resolve().parents[3] / "shared" / "media"
 FALLBACK_MP4 = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + bytes(4000)
 FALLBACK_WAV = b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(4000)
 
 
 def media_bytes(name: str, fallback: bytes) -> bytes:
-    path = MEDIA / name
+    path = MEDIA_DIR / name
     return path.read_bytes() if path.is_file() else fallback
 
 

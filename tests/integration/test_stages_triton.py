@@ -10,7 +10,7 @@ from preprocess.align import extract_crop, face_crop_box
 from preprocess.audio import decode_audio, normalise_loudness
 from preprocess.decode import iter_video_frames, load_image
 from tests.integration.fixtures_triton import TritonServer
-from tests.servers import MEDIA_DIR
+from tests.media import media_file
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ async def test_all_three_stage_models_are_ready(stages: TritonStages) -> None:
 
 
 async def test_audio_features_follow_the_speech_frame_by_frame(stages: TritonStages) -> None:
-    speech = normalise_loudness(decode_audio(MEDIA_DIR / "speech_en_1.wav", 16_000, 600))
+    speech = normalise_loudness(decode_audio(media_file("speech_en_1.wav"), 16_000, 600))
     features = await stages.audio_features(speech, 25.0)
     assert features.mouth_params.shape == (int(np.ceil(speech.size / 16_000 * 25)), 8)
     opening = features.mouth_params[:, 1]
@@ -41,7 +41,7 @@ async def test_silence_gives_a_mouth_at_rest(stages: TritonStages) -> None:
 
 
 async def test_face_detection_finds_both_people_left_and_right(stages: TritonStages) -> None:
-    image = load_image(MEDIA_DIR / "duo_photo.png", 40_000_000)
+    image = load_image(media_file("duo_photo.png"), 40_000_000)
     faces = await stages.detect_faces(image, max_faces=4)
     assert len(faces) == 2
     centers = sorted(float(f.box[0] + f.box[2]) / 2 for f in faces)
@@ -58,7 +58,7 @@ async def test_face_detection_returns_no_rows_for_an_image_without_a_face(stages
 
 
 async def test_face_detection_tracks_a_batch_of_video_frames_like_frame_by_frame(stages: TritonStages) -> None:
-    frames = np.stack(list(iter_video_frames(MEDIA_DIR / "talk_a.mp4", 25.0, (480, 480), 0))[:6])
+    frames = np.stack(list(iter_video_frames(media_file("talk_a.mp4"), 25.0, (480, 480), 0))[:6])
     first = (await stages.detect_faces(frames[0]))[0]
     tracked = await stages.track_faces(frames[1:], max_faces=4, prior_boxes=first.box[None])
     assert [len(found) for found in tracked] == [1] * 5
@@ -73,7 +73,7 @@ async def test_face_detection_tracks_a_batch_of_video_frames_like_frame_by_frame
 
 
 async def test_generator_opens_the_mouth_it_is_asked_to_open(stages: TritonStages) -> None:
-    image = load_image(MEDIA_DIR / "portrait_photo_a.png", 40_000_000)
+    image = load_image(media_file("portrait_photo_a.png"), 40_000_000)
     face = (await stages.detect_faces(image))[0]
     box = face_crop_box(face.landmarks)
     crop = extract_crop(image, box)[None]

@@ -13,7 +13,6 @@ from scipy.signal import resample_poly
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_DIR = ROOT / "model_repository" / "audio_features" / "1"
-MEDIA_DIR = ROOT.parent / "shared" / "media"
 if str(STAGE_DIR) not in sys.path:
     sys.path.insert(0, str(STAGE_DIR))
 
@@ -23,6 +22,7 @@ from mouthcues.closures import closure_frames, closure_intervals  # noqa: E402
 from mouthcues.phones import PhoneSegment  # noqa: E402
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features, n_video_frames, split_points  # noqa: E402
+from tests.media import media_file
 
 SAMPLE_RATE_HZ = 16_000
 OPEN_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH"}
@@ -31,7 +31,7 @@ JAW, LIP_OPEN, LIP_WIDTH, LIP_ROUND, CLOSURE, TEETH, TONGUE, ACTIVITY = range(8)
 
 def load_speech(name: str) -> np.ndarray:
     """16 kHz mono float32 from a PCM16 WAV, downmixed and resampled."""
-    with wave.open(str(MEDIA_DIR / name)) as wav:
+    with wave.open(str(media_file(name))) as wav:
         rate_hz, channels = wav.getframerate(), wav.getnchannels()
         pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
     audio = pcm.reshape(-1, channels).mean(axis=1) / 32768.0

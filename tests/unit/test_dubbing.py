@@ -17,10 +17,10 @@ from orchestrator.dubbing import PARAMETRIC, SourceVideo, choose_references, ren
 from orchestrator.mouth_library import JAW, LIP_OPEN, N_PARAMS
 from orchestrator.stages import DetectedFace, Rendered
 from preprocess.decode import FrameStore
+from tests.media import media_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
-VIDEO = ROOT.parent / "shared" / "media" / "talk_a.mp4"
 SIZE_PX = 160
 PARAMETRIC_VALUE = 251
 
@@ -137,8 +137,9 @@ def test_without_references_every_face_frame_is_parametric(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def tracked_video(tmp_path_factory: pytest.TempPathFactory) -> SourceVideo:
-    if not VIDEO.is_file() or not (FACE_DIR / "face_landmark.onnx").is_file():
-        pytest.skip("test media or face_detection models missing")
+    video = media_file("talk_a.mp4")
+    if not (FACE_DIR / "face_landmark.onnx").is_file():
+        pytest.skip("face_detection models missing")
     if str(FACE_DIR) not in sys.path:
         sys.path.insert(0, str(FACE_DIR))
     from facemesh import FaceMesh
@@ -147,7 +148,7 @@ def tracked_video(tmp_path_factory: pytest.TempPathFactory) -> SourceVideo:
 
     mesh = FaceMesh(FACE_DIR)
     frames, faces = [], []
-    for index, frame in enumerate(iter_video_frames(VIDEO, 22.131, (320, 320))):
+    for index, frame in enumerate(iter_video_frames(video, 22.131, (320, 320))):
         found = mesh.detect(frame, max_faces=1)
         frames.append(frame)
         faces.append(DetectedFace(box=found[0].box, score=found[0].score, landmarks=found[0].landmarks)

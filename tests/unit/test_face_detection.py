@@ -11,13 +11,13 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGE_DIR = ROOT / "model_repository" / "face_detection" / "1"
-MEDIA_DIR = ROOT.parent / "shared" / "media"
 MODEL_FILES = ("face_detection_short_range.onnx", "face_landmark.onnx")
 if str(STAGE_DIR) not in sys.path:
     sys.path.insert(0, str(STAGE_DIR))
 
 from blazeface import FULL_RANGE, SHORT_RANGE, ssd_anchor_centers, tile_regions  # noqa: E402
 from facemesh import Face, FaceMesh  # noqa: E402
+from tests.media import media_file
 
 # Face Mesh topology indices (MediaPipe canonical face model).
 EYES = [33, 133, 263, 362]
@@ -28,9 +28,7 @@ PORTRAITS = ["portrait_photo_a", "portrait_photo_b", "portrait_painting", "portr
 
 
 def load_rgb(name: str) -> np.ndarray:
-    path = MEDIA_DIR / f"{name}.png"
-    if not path.is_file():
-        pytest.skip(f"test media {path} is missing")
+    path = media_file(f"{name}.png")
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
 
@@ -131,7 +129,7 @@ def test_rotated_portrait_landmarks_follow_the_rotation(face_mesh: FaceMesh, qua
 
 
 def test_small_face_in_large_canvas_is_found(face_mesh: FaceMesh) -> None:
-    with Image.open(MEDIA_DIR / "portrait_photo_b.png") as portrait:
+    with Image.open(media_file("portrait_photo_b.png")) as portrait:
         small = np.asarray(portrait.convert("RGB").resize((64, 64), Image.BILINEAR))
     canvas = np.full((1080, 1920, 3), 90, dtype=np.uint8)
     canvas[700:764, 1500:1564] = small

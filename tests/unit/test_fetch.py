@@ -21,6 +21,7 @@ from orchestrator.fetch import (
     sniff_format,
 )
 from postprocess.storage import MemoryStorage, sign_url
+from tests.media import media_dir
 
 MP4_HEAD = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + b"\x00" * 64
 WAV_HEAD = b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\x00" * 64
@@ -148,9 +149,7 @@ def test_sniff_format_recognises_magic_numbers(head, fmt):
 
 
 def test_sniff_format_recognises_the_shared_test_media():
-    media = Path(__file__).resolve().parents[3] / "shared" / "media"
-    if not media.is_dir():
-        pytest.skip("shared media not present")
+    media = media_dir()
     assert sniff_format((media / "talk_a.mp4").read_bytes()[:512]) == "mp4"
     assert sniff_format((media / "speech_en_1.wav").read_bytes()[:512]) == "wav"
     assert sniff_format((media / "portrait_photo_a.png").read_bytes()[:512]) == "png"

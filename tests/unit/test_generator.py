@@ -17,13 +17,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[2]
 GEN_DIR = ROOT / "model_repository" / "generator"
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
-MEDIA_DIR = ROOT.parent / "shared" / "media"
 for entry in (GEN_DIR / "1", FACE_DIR):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
 from lipwarp import landmarks as ix  # noqa: E402
 from lipwarp.render import Renderer  # noqa: E402
+from tests.media import media_file
 
 SIDE_PX = 256
 CLOSED = [0, 0, 0, 0, 0, 0, 0, 0]
@@ -77,8 +77,7 @@ def renderer(model_dir: Path) -> Renderer:
 def mesh():  # type: ignore[no-untyped-def]
     if not (FACE_DIR / "face_landmark.onnx").exists():
         pytest.skip("face_detection ONNX models are not built (make models)")
-    if not (MEDIA_DIR / "portrait_photo_a.png").exists():
-        pytest.skip("test media ../shared/media is missing")
+    media_file("portrait_photo_a.png")
     from facemesh import FaceMesh
 
     return FaceMesh(FACE_DIR)
@@ -86,7 +85,7 @@ def mesh():  # type: ignore[no-untyped-def]
 
 def crop_portrait(mesh, name: str) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
     """A square crop twice the face box, resized to SIDE_PX, and its landmarks."""
-    image = np.asarray(Image.open(MEDIA_DIR / name).convert("RGB"))
+    image = np.asarray(Image.open(media_file(name)).convert("RGB"))
     faces = mesh.detect(image)
     assert faces, f"no face in {name}"
     lm = faces[0].landmarks

@@ -13,7 +13,7 @@ from preprocess.align import extract_crop, face_crop_box
 from preprocess.audio import RawTrack, decode_audio, normalise_loudness, write_track
 from preprocess.decode import FrameStore, iter_video_frames, load_image, output_size
 from preprocess.errors import MediaError
-from tests.servers import MEDIA_DIR
+from tests.media import media_file
 
 
 @pytest.mark.parametrize(("w", "h", "short", "expected"), [(700, 700, 480, (480, 480)),
@@ -24,18 +24,18 @@ def test_output_size_keeps_aspect_with_even_sides(w: int, h: int, short: int, ex
 
 
 def test_audio_is_decoded_to_mono_at_the_asked_rate() -> None:
-    samples = decode_audio(MEDIA_DIR / "speech_en_3.wav", 16_000, 600)
+    samples = decode_audio(media_file("speech_en_3.wav"), 16_000, 600)
     assert samples.ndim == 1 and abs(samples.size / 16_000 - 5.0) < 0.05
 
 
 def test_audio_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(MediaError) as error:
-        decode_audio(MEDIA_DIR / "speech_en_1.wav", 16_000, 3.0)
+        decode_audio(media_file("speech_en_1.wav"), 16_000, 3.0)
     assert error.value.code == "audio_too_long"
 
 
 def test_streamed_track_equals_the_decoded_audio_scaled_and_clipped(tmp_path: Path) -> None:
-    path = MEDIA_DIR / "speech_en_3.wav"
+    path = media_file("speech_en_3.wav")
     decoded = decode_audio(path, AUDIO_RATE_HZ, 600)
     count = write_track(path, tmp_path / "track.f32", AUDIO_RATE_HZ, 600, gain=4.0)
     track = RawTrack(tmp_path / "track.f32")
@@ -55,7 +55,7 @@ def test_a_fitted_track_is_padded_with_silence_or_cut(tmp_path: Path) -> None:
 
 def test_streamed_track_refuses_audio_over_the_limit(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as error:
-        write_track(MEDIA_DIR / "speech_en_1.wav", tmp_path / "track.f32", AUDIO_RATE_HZ, 3.0)
+        write_track(media_file("speech_en_1.wav"), tmp_path / "track.f32", AUDIO_RATE_HZ, 3.0)
     assert error.value.code == "audio_too_long"
 
 
@@ -64,7 +64,7 @@ def test_loudness_normalisation_keeps_silence_silent() -> None:
 
 
 def test_video_frames_come_at_the_asked_rate_and_size() -> None:
-    frames = list(iter_video_frames(MEDIA_DIR / "talk_b.mp4", 12.5, (480, 480)))
+    frames = list(iter_video_frames(media_file("talk_b.mp4"), 12.5, (480, 480)))
     assert abs(len(frames) - 5.0 * 12.5) <= 2
     assert frames[0].shape == (480, 480, 3)
 
@@ -86,7 +86,7 @@ def test_frame_store_gives_back_each_frame_by_index(tmp_path: Path) -> None:
 
 
 def test_rgba_image_is_flattened_to_rgb() -> None:
-    image = load_image(MEDIA_DIR / "duo_photo.png", 40_000_000)
+    image = load_image(media_file("duo_photo.png"), 40_000_000)
     assert image.shape == (480, 1000, 3) and image.dtype == np.uint8
 
 

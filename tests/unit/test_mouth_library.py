@@ -14,10 +14,10 @@ from orchestrator.mouth_library import (
     CLOSURE, JAW, LIP_OPEN, N_PARAMS, Calibration, MouthLibrary, build_library, calibrate, measure_mouths,
 )
 from orchestrator.mouth_select import SelectionWeights, match_speaking_style, select_mouths
+from tests.media import media_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
-MEDIA_DIR = ROOT.parent / "shared" / "media"
 LOWER_LIP = (14, 87, 317, 178, 402, 88, 318, 95, 324, 17, 84, 314, 181, 405, 91, 321, 146, 375)
 CHIN_AREA = (152, 148, 377, 176, 400, 149, 378, 199, 175, 200, 18)
 
@@ -144,13 +144,14 @@ def test_style_matching_brings_a_wide_target_into_the_library_range() -> None:
 
 @pytest.fixture(scope="module")
 def portrait_landmarks() -> np.ndarray:
-    if not (FACE_DIR / "face_landmark.onnx").is_file() or not (MEDIA_DIR / "portrait_photo_a.png").is_file():
-        pytest.skip("face_detection models or test media missing")
+    media_file("portrait_photo_a.png")
+    if not (FACE_DIR / "face_landmark.onnx").is_file():
+        pytest.skip("face_detection models missing")
     if str(FACE_DIR) not in sys.path:
         sys.path.insert(0, str(FACE_DIR))
     from facemesh import FaceMesh
 
-    with Image.open(MEDIA_DIR / "portrait_photo_a.png") as image:
+    with Image.open(media_file("portrait_photo_a.png")) as image:
         rgb = np.asarray(image.convert("RGB"))
     return FaceMesh(FACE_DIR).detect(rgb, max_faces=1)[0].landmarks.astype(np.float64)
 

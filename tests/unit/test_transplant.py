@@ -18,12 +18,12 @@ from preprocess.decode import iter_video_frames
 ROOT = Path(__file__).resolve().parents[2]
 GEN_DIR = ROOT / "model_repository" / "generator"
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
-VIDEO = ROOT.parent / "shared" / "media" / "talk_a.mp4"
 for entry in (GEN_DIR / "1", FACE_DIR):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
 import transplant as tp  # noqa: E402
+from tests.media import media_file
 
 SIDE_PX = 256
 CLOSED_FRAME, OPEN_FRAME = 0, 29  # talk_a at 22.1 fps: lips together / mid-word, open with teeth
@@ -32,14 +32,15 @@ INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 3
 
 @pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
-    if not VIDEO.is_file() or not (FACE_DIR / "face_landmark.onnx").is_file():
-        pytest.skip("test media or face_detection models missing")
+    video = media_file("talk_a.mp4")
+    if not (FACE_DIR / "face_landmark.onnx").is_file():
+        pytest.skip("face_detection models missing")
     from facemesh import FaceMesh
 
     mesh = FaceMesh(FACE_DIR)
     wanted = {CLOSED_FRAME: "target", OPEN_FRAME: "reference"}
     out: dict = {"mesh": mesh}
-    for index, frame in enumerate(iter_video_frames(VIDEO, 22.131, (480, 480))):
+    for index, frame in enumerate(iter_video_frames(video, 22.131, (480, 480))):
         if index in wanted:
             landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
             box = face_crop_box(landmarks, size=SIDE_PX)
