@@ -6,11 +6,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.mesh import Mesh, start_mesh
+from tests.media import media_dir
 from tests.servers import MediaServer, WebhookReceiver
 
 
 @pytest.fixture(scope="session")
 def media() -> Iterator[MediaServer]:
+    media_dir()  # the e2e jobs need real media: skipped, with one message, without it
     server = MediaServer()
     yield server
     server.close()
