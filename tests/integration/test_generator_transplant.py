@@ -13,7 +13,7 @@ from orchestrator.stages import StageUnavailable, TritonStages
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.decode import iter_video_frames
 from tests.integration.fixtures_triton import TritonServer
-from tests.servers import MEDIA_DIR
+from tests.media import media_file
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def pair() -> dict[str, np.ndarray]:
 
     mesh = FaceMesh(FACE_DIR)
     out: dict[str, np.ndarray] = {}
-    for index, frame in enumerate(iter_video_frames(MEDIA_DIR / "talk_a.mp4", 22.131, (480, 480))):
+    for index, frame in enumerate(iter_video_frames(media_file("talk_a.mp4"), 22.131, (480, 480))):
         if index in (CLOSED_FRAME, OPEN_FRAME):
             landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
             box = face_crop_box(landmarks, size=SIDE_PX)

@@ -1,4 +1,4 @@
-"""Unit tests of the audio_features stage logic (mouthcues) on real speech from ../shared/media."""
+"""Unit tests of the audio_features stage logic (mouthcues) on real speech from the test media (tests/media.py)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from tests.bench.memory import MemoryPeak, TreeSampler, descendants, tree_rss_by
 from tests.bench.jobs import JobRun, JobSpec
 from tests.bench.report import memory_section, overhead_of
 from tests.bench.stats import markdown_table, median, percentile, ratio
-from tests.servers import MEDIA_DIR
+from tests.media import media_dir, media_file
 
 
 def test_percentile_interpolates_between_ranks_like_numpy() -> None:
@@ -83,11 +83,11 @@ def test_overhead_is_wall_minus_stage_compute_minus_local_media_work() -> None:
 
 
 def test_speech_is_exactly_as_long_as_asked_and_starts_with_the_first_clip() -> None:
-    data = speech_wav(10.0)
+    data = speech_wav(10.0, media_dir())
     with wave.open(io.BytesIO(data)) as reader:
         assert reader.getnframes() == 10 * reader.getframerate()
         first = reader.readframes(reader.getframerate())
-    with wave.open(str(MEDIA_DIR / "speech_en_1.wav")) as clip:
+    with wave.open(str(media_file("speech_en_1.wav"))) as clip:
         assert clip.readframes(clip.getframerate()) == first
 
 
