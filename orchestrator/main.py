@@ -27,7 +27,7 @@ from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
-from orchestrator.stages import TritonStages
+from orchestrator.stages import StageRequestError, StageUnavailable, TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
 from postprocess.storage import LocalStorage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
@@ -42,6 +42,8 @@ _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
 _LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 RETRY_DELAY_S = 5.0
+STAGE_CONFIG_ATTEMPTS = 30
+STAGE_CONFIG_RETRY_S = 2.0
 
 
 @dataclass
@@ -105,9 +107,10 @@ class Orchestrator:
         except JobCanceled:
             log.info("job %s canceled", request.job_id)
             await self._finish(request, reporter, JobStatus.CANCELED)
-        except Exception:
+        except Exception as exc:
             log.exception("job %s attempt %d broke", request.job_id, attempt)
-            if attempt < self.settings.max_deliver:
+            # A request a stage refuses as invalid fails the same way every time: not retried.
+            if attempt < self.settings.max_deliver and not isinstance(exc, StageRequestError):
                 heartbeat.cancel()
                 await msg.nak(delay=RETRY_DELAY_S * attempt)
                 return
@@ -189,6 +192,23 @@ def release_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
+
+async def _stage_instances(stages: TritonStages) -> dict[str, int]:
+    """Instances per stage model from Triton's model configuration (retried while Triton
+    comes up; one each if it never answers, which only costs speed)."""
+    for attempt in range(STAGE_CONFIG_ATTEMPTS):
+        try:
+            counts = await stages.load_instance_counts()
+        except (StageUnavailable, StageRequestError) as exc:
+            log.warning("stage model configuration not readable yet (attempt %d): %s", attempt + 1, exc)
+            await asyncio.sleep(STAGE_CONFIG_RETRY_S)
+        else:
+            log.info("stage instances: %s", counts)
+            return counts
+    log.error("stage model configuration unreadable; assuming one instance per stage")
+    return {}
+
+
 async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1,
                             name="lipsyncd-orchestrator")
@@ -198,12 +218,13 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
     storage = LocalStorage(settings.storage_root)
     stages = TritonStages(settings.triton_url)
+    instances = await _stage_instances(stages)
     # Media uploaded to our own gateway is read from storage, not fetched over HTTP.
     fetcher = StorageShortcutFetcher(storage, settings.base_url,
                                      HttpFetcher(allow_private=settings.allow_private_urls),
                                      signing_key=settings.secret_key_bytes)
     resources = JobResources(settings=settings, stages=stages, fetcher=fetcher, storage=storage,
-                             billing=NatsBilling(nc))
+                             billing=NatsBilling(nc), stage_instances=instances)
     webhooks = WebhookDispatcher(
         sender=HttpWebhookSender(allow_private=settings.allow_private_urls, timeout_s=settings.webhook_timeout_s),
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +51,6 @@ SPLIT_SPEECH_S = (4.0, 120.0)
 # README): split there, the parts give the same phones as one request, so such speech always
 # goes as one part per stage instance. Shorter speech is split only when the settings ask.
 EXACT_SPLIT_S = 34.0
-AUDIO_INSTANCES = 2  # model_repository/audio_features/config.pbtxt
 
 
 @dataclass
@@ -61,6 +60,8 @@ class JobResources:
     fetcher: Fetcher
     storage: Storage
     billing: Billing
+    # Instances per stage model, as Triton's model configuration says (read at start-up).
+    stage_instances: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,7 +168,7 @@ async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool 
     shortest, longest = SPLIT_SPEECH_S
     parts = 1
     if split and shortest * FEATURE_RATE_HZ < voice.size <= longest * FEATURE_RATE_HZ:
-        parts = AUDIO_INSTANCES if voice.size >= EXACT_SPLIT_S * FEATURE_RATE_HZ else res.settings.speech_parts
+        parts = res.stage_instances.get("audio_features", 1) if voice.size >= EXACT_SPLIT_S * FEATURE_RATE_HZ else res.settings.speech_parts
     answers = await asyncio.gather(*(res.stages.audio_features(voice, fps, part=(i, parts)) for i in range(parts)))
     return (np.concatenate([a.mouth_params for a in answers]), np.concatenate([a.energy for a in answers]))
 
