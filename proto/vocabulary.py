@@ -61,7 +61,11 @@ class ErrorCode(_Word):
     # Billing requests on the bus.
     BAD_REQUEST = "bad_request"
     UNKNOWN_JOB = "unknown_job"
-    # HTTP answers of the API.
+    # HTTP answers of the API (the generic ones answer Starlette's own HTTP errors).
+    CONFLICT = "conflict"
+    ERROR = "error"
+    FORBIDDEN = "forbidden"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     INVALID_CREDENTIALS = "invalid_credentials"
     INVALID_REQUEST = "invalid_request"

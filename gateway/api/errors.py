@@ -18,15 +18,15 @@ from proto.vocabulary import ErrorCode
 log = logging.getLogger(__name__)
 
 _STATUS_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "rate_limited",
-    503: "service_unavailable",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.SERVICE_UNAVAILABLE,
 }
 
 
@@ -102,7 +102,7 @@ async def _handle_validation_error(_request: Request, exc: Exception) -> JSONRes
     first = detail[0] if detail else {"field": "body", "message": "invalid request"}
     body = _error_body(
         f"{first['field']}: {first['message']}",
-        "invalid_request",
+        ErrorCode.INVALID_REQUEST,
         field=first["field"],
         detail=jsonable_encoder(detail),
     )
@@ -111,7 +111,7 @@ async def _handle_validation_error(_request: Request, exc: Exception) -> JSONRes
 
 async def _handle_http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "error")
+    code = _STATUS_CODES.get(exc.status_code, ErrorCode.ERROR)
     return JSONResponse(
         _error_body(str(exc.detail), code), status_code=exc.status_code, headers=exc.headers
     )

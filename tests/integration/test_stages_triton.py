@@ -2,17 +2,25 @@
 through the orchestrator's typed client, as internal teams would call them."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from orchestrator.stages import TritonStages
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.audio import decode_audio, normalise_loudness
 from preprocess.decode import iter_video_frames, load_image
+from proto.stageclient import StageClient, stage_error
+from proto.stages import StageRequestError
 from tests.integration.fixtures_triton import TritonServer
 from tests.media import media_file
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -91,3 +99,43 @@ async def test_generator_opens_the_mouth_it_is_asked_to_open(stages: TritonStage
     closed = out.frames[0, y0:y1, x0:x1].astype(float)
     opened = out.frames[1, y0:y1, x0:x1].astype(float)
     assert np.abs(opened - closed).mean() > 10  # the mouth region really changed
+
+
+def _readme_snippet() -> str:
+    readme = (ROOT / "model_repository" / "README.md").read_text()
+    return re.search(r"## Calling a stage directly.*?```python\n(.*?)```", readme, re.DOTALL).group(1)  # type: ignore[union-attr]
+
+
+def test_the_readme_snippet_runs_against_triton(triton: TritonServer) -> None:
+    snippet = _readme_snippet()
+    assert len(snippet.strip().splitlines()) <= 6
+    host_port = triton.grpc_url.removeprefix("grpc://")
+    namespace: dict[str, object] = {}
+    exec(compile(snippet.replace('"127.0.0.1:8011"', repr(host_port)), "README.md", "exec"), namespace)  # noqa: S102
+    params = namespace["mouth_params"]
+    assert isinstance(params, np.ndarray) and params.shape == (25, 8) and params.dtype == np.float32
+
+
+def test_sync_client_reads_instances_and_tells_request_errors(triton: TritonServer) -> None:
+    with StageClient(triton.grpc_url) as client:
+        assert client.ready()
+        assert client.instance_count("audio_features") == _config_count("audio_features")
+        assert client.instance_count("generator") == _config_count("generator")
+        with pytest.raises(StageRequestError, match="dtype"):
+            client.infer("audio_features", audio=np.zeros(100, np.int32), fps=np.array([25.0], np.float32))
+        # A request past the client's checks that Triton refuses as invalid is not retryable.
+        bad = grpcclient.InferInput("audio", [100], "INT32")
+        bad.set_data_from_numpy(np.zeros(100, np.int32))
+        with pytest.raises(InferenceServerException) as refused:
+            client.connection.infer("audio_features", [bad])
+        assert isinstance(stage_error("audio_features", refused.value), StageRequestError), refused.value.status()
+
+
+async def test_async_client_and_orchestrator_read_instance_counts(stages: TritonStages) -> None:
+    counts = await stages.load_instance_counts()
+    assert counts == {name: _config_count(name) for name in ("audio_features", "face_detection", "generator")}
+
+
+def _config_count(model: str) -> int:
+    text = (ROOT / "model_repository" / model / "config.pbtxt").read_text()
+    return sum(int(c) for c in re.findall(r"count:\s*(\d+)", text))
