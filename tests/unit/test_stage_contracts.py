@@ -166,3 +166,35 @@ def test_triton_errors_map_to_request_error_or_unavailable() -> None:
     assert isinstance(stage_error("generator", invalid), StageRequestError)
     assert isinstance(stage_error("generator", down), StageUnavailable)
     assert isinstance(stage_error("generator", internal), StageUnavailable)
+
+
+def _stage_module(stage_dir: str, module: str) -> object:
+    """A module of a Triton Python model, imported as its model.py does (its folder first)."""
+    import importlib
+    import sys
+
+    folder = str(REPO / stage_dir / "1")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(module)
+
+
+def test_every_copy_of_the_mouth_params_columns_agrees_with_the_contract() -> None:
+    """The stages and the orchestrator keep local column indices (the Triton stub imports
+    nothing from the repository); each must be the declared column's index."""
+    from orchestrator import mouth_library
+
+    index = {name: i for i, name in enumerate(MOUTH_PARAMS)}
+    pipeline = _stage_module("audio_features", "mouthcues.pipeline")
+    visemes = _stage_module("audio_features", "mouthcues.visemes")
+    shapes = _stage_module("generator", "lipwarp.shapes")
+    assert pipeline.MOUTH_PARAMS == MOUTH_PARAMS and pipeline.ACTIVITY == index["activity"]  # type: ignore[attr-defined]
+    assert visemes.SHAPE_PARAMS == MOUTH_PARAMS[:-1]  # type: ignore[attr-defined]
+    for module, names in ((visemes, ("JAW", "LIP_OPEN", "LIP_WIDTH", "LIP_ROUND", "CLOSURE", "TEETH", "TONGUE")),
+                          (shapes, ("JAW_OPEN", "LIP_OPEN", "LIP_WIDTH", "LIP_ROUND", "CLOSURE", "TEETH", "TONGUE",
+                                    "ACTIVITY")),
+                          (mouth_library, ("JAW", "LIP_OPEN", "LIP_WIDTH", "LIP_ROUND", "CLOSURE", "TEETH", "TONGUE",
+                                           "ACTIVITY"))):
+        assert [getattr(module, name) for name in names] == list(range(len(names))), module
+    assert mouth_library.N_PARAMS == len(MOUTH_PARAMS)
+    assert len(shapes.MOUTH_LOW) == len(MOUTH_PARAMS)  # type: ignore[attr-defined]
