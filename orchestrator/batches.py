@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-from orchestrator.stages import RENDER_AHEAD
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,8 +31,8 @@ def batch_spans(count: int, batch: int) -> list[tuple[int, int]]:
 
 
 async def pipelined(spans: list[tuple[int, int]], render: Callable[[int, int], Awaitable[T]],
-                    compose: Callable[[int, int, T], Awaitable[None]]) -> None:
-    """render(start, stop) every span, RENDER_AHEAD spans ahead of compose(start, stop,
+                    compose: Callable[[int, int, T], Awaitable[None]], render_ahead: int = 1) -> None:
+    """render(start, stop) every span, `render_ahead` spans ahead of compose(start, stop,
     rendered), which takes them in order. The first span renders alone: two requests sent
     together may reach the stage in either order, and the first compose would then wait
     for two renders."""
@@ -45,7 +44,7 @@ async def pipelined(spans: list[tuple[int, int]], render: Callable[[int, int], A
             queued = 1
             await asyncio.wait([ahead[0]])
         for start, stop in spans:
-            while queued < len(spans) and len(ahead) <= RENDER_AHEAD:
+            while queued < len(spans) and len(ahead) <= render_ahead:
                 ahead.append(asyncio.ensure_future(render(*spans[queued])))
                 queued += 1
             await compose(start, stop, await ahead.popleft())

@@ -19,7 +19,7 @@ from orchestrator.batches import abandon, batch_spans, pipelined
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
 from orchestrator.mouth_library import build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
-from orchestrator.stages import DetectedFace, Stages
+from orchestrator.stages import DetectedFace, Stages, render_ahead
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box, smooth_boxes
@@ -195,7 +195,7 @@ async def render_dub(
     """Write the output frames: source frame order[k] showing source frame references[k]'s
     mouth (transplanted), or, where that is PARAMETRIC, its mouth set to mouth_params[k].
 
-    Batches are pipelined: while the generator renders the next ones (RENDER_AHEAD), the
+    Batches are pipelined: while the generator renders the next ones (one per generator instance), the
     current one is pasted and encoded in a worker thread."""
     boxes = _smoothed_boxes(source.faces, short_side=min(source.frames.shape[1:3]))
     total = len(order)
@@ -209,7 +209,7 @@ async def render_dub(
         await asyncio.to_thread(job.write, start, stop, rendered, writer)
         await on_batch(stop)
 
-    await pipelined(spans, job.render, compose)
+    await pipelined(spans, job.render, compose, render_ahead(stages))
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,6 @@ from proto.stages import (
 
 log = logging.getLogger(__name__)
 
-# Generator batches a renderer keeps requested beyond the one it is composing: one per
-# generator instance (model_repository/generator/config.pbtxt), so each has work queued.
-# One instance: on two cores the compositing and encoding keep the other core busy (a
-# second instance measured no faster and holds another ~250 MiB).
-RENDER_AHEAD = 1
-
 
 @dataclass(frozen=True)
 class AudioFeatures:
@@ -48,6 +42,14 @@ class DetectedFace:
 class Rendered:
     frames: np.ndarray         # uint8 [T, S, S, 3]
     masks: np.ndarray          # float32 [T, S, S]
+
+
+def render_ahead(stages: object) -> int:
+    """Generator batches a renderer keeps requested beyond the one it is composing: one per
+    generator instance (as Triton's model configuration says), so each has work queued.
+    Stages that do not report instances (test doubles) get one."""
+    instances = getattr(stages, "instances", None) or {}
+    return max(1, int(instances.get("generator", 1)))
 
 
 class Stages(Protocol):

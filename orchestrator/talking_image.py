@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.batches import batch_spans, pipelined
-from orchestrator.stages import DetectedFace, Rendered, Stages
+from orchestrator.stages import DetectedFace, Rendered, Stages, render_ahead
 from postprocess.blend import paste_crop
 from postprocess.encode import Mp4Writer
 from preprocess.align import CropBox, extract_crop, face_crop_box
@@ -55,7 +55,7 @@ async def render_still(
         await asyncio.to_thread(_compose_batch, image, rendered, stop - start, writer)
         await on_batch(stop)
 
-    await pipelined(batch_spans(frame_count, batch), render_batch, compose)
+    await pipelined(batch_spans(frame_count, batch), render_batch, compose, render_ahead(stages))
 
 
 def _compose_batch(image: np.ndarray, rendered: list[tuple[CropBox, Rendered]], count: int,

@@ -8,6 +8,8 @@ import logging
 import pytest
 
 from orchestrator.batches import EDGE_FRAMES, abandon, batch_spans, pipelined
+from orchestrator.stages import TritonStages, render_ahead
+from proto.fakestages import FakeAsyncStageClient
 
 
 async def test_spans_are_composed_in_order_with_renders_running_ahead() -> None:
@@ -83,3 +85,24 @@ async def test_abandoned_failures_are_logged(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="orchestrator.batches"):
         await abandon([task])
     assert "stage answered garbage" in caplog.text
+
+
+@pytest.mark.parametrize("ahead", [1, 2])
+async def test_renders_run_as_far_ahead_as_the_generator_has_instances(ahead: int) -> None:
+    started: list[int] = []
+    beyond: list[int] = []  # spans started beyond the one being composed, at each compose
+
+    async def render(start: int, stop: int) -> int:
+        started.append(start)
+        await asyncio.sleep(0.001)
+        return start
+
+    async def compose(start: int, stop: int, rendered: int) -> None:
+        await asyncio.sleep(0.02)  # composing is slower than rendering
+        beyond.append(len(started) - (start + 1))
+
+    stages = FakeAsyncStageClient(instances={"audio_features": 1, "face_detection": 1, "generator": ahead})
+    triton = TritonStages(client=stages)  # type: ignore[arg-type]
+    await triton.load_instance_counts()
+    await pipelined([(i, i + 1) for i in range(6)], render, compose, render_ahead(triton))
+    assert max(beyond) == ahead
