@@ -39,7 +39,7 @@ from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from proto import lipsync_pb2
 from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime
-from proto.vocabulary import MODELS, ErrorCode
+from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 

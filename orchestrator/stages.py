@@ -10,8 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
-from proto.stageclient import MAX_MESSAGE_BYTES, AsyncStageClient
-from proto.stages import (
+from proto.stageclient import MAX_MESSAGE_BYTES, AsyncStageClient  # noqa: F401 (re-exported)
+from proto.stages import (  # noqa: F401 (StageUnavailable, STAGE_MODELS re-exported)
     DEFAULT_MAX_FACES,
     STAGE_MODELS,
     StageRequestError,
