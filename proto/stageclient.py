@@ -25,11 +25,10 @@ _CHANNEL_ARGS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
-# gRPC codes that mean "your request is wrong", not "the server could not serve it".
-_REQUEST_ERROR_CODES = frozenset({
-    "StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.OUT_OF_RANGE",
-    "StatusCode.FAILED_PRECONDITION", "StatusCode.UNIMPLEMENTED",
-})
+# gRPC codes that mean "your request is wrong", not "the server could not serve it". Not
+# NOT_FOUND: a restarting Triton answers it for a model it has not loaded yet (model names
+# are checked against the contracts before sending anyway).
+_REQUEST_ERROR_CODES = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"})
 
 
 def stage_error(model: str, exc: InferenceServerException) -> Exception:

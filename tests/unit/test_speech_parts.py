@@ -27,14 +27,15 @@ class RecordingStage:
 @pytest.mark.parametrize(("seconds", "parts_setting", "split", "expected"), [
     (10.0, 1, True, 1),    # short speech: whole, unless the settings ask for parts
     (10.0, 2, True, 2),
-    (60.0, 1, True, 2),    # several decode pieces: always two exact parts
+    (60.0, 1, True, 2),    # several decode pieces: one exact part per audio_features instance (2)
     (60.0, 1, False, 1),   # the other core is busy (dubbing tracks the video meanwhile)
     (300.0, 1, True, 1),   # too long: the parts' requests would double the audio held
     (2.0, 2, True, 1),     # too short to be worth it
 ])
 def test_speech_goes_whole_or_in_parts(seconds: float, parts_setting: int, split: bool, expected: int) -> None:
     stage = RecordingStage()
-    res = SimpleNamespace(stages=stage, settings=OrchestratorSettings(speech_parts=parts_setting))
+    res = SimpleNamespace(stages=stage, settings=OrchestratorSettings(speech_parts=parts_setting),
+                          stage_instances={"audio_features": 2})  # as Triton's model configuration says
     voice = np.zeros(int(seconds * FEATURE_RATE_HZ), np.float32)
     params, energy = asyncio.run(_speech(res, voice, 25.0, split=split))  # type: ignore[arg-type]
     assert stage.parts == [(i, expected) for i in range(expected)]

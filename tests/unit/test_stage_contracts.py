@@ -163,6 +163,8 @@ def test_triton_errors_map_to_request_error_or_unavailable() -> None:
     invalid = InferenceServerException("unexpected datatype", status="StatusCode.INVALID_ARGUMENT")
     down = InferenceServerException("connection refused", status="StatusCode.UNAVAILABLE")
     internal = InferenceServerException("stub crashed", status="StatusCode.INTERNAL")
+    loading = InferenceServerException("Request for unknown model", status="StatusCode.NOT_FOUND")
+    assert isinstance(stage_error("generator", loading), StageUnavailable)  # Triton restarting
     assert isinstance(stage_error("generator", invalid), StageRequestError)
     assert isinstance(stage_error("generator", down), StageUnavailable)
     assert isinstance(stage_error("generator", internal), StageUnavailable)
