@@ -11,6 +11,7 @@ from gateway.db import Database
 from gateway.files import FileSigner
 from gateway.jobviews import FinishedJobs
 from gateway.settings import Settings
+from postprocess.storage import Storage, open_storage
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class GatewayContext:
     db: Database
     bus: JobBus
     signer: FileSigner
+    storage: Storage
     prices: PriceTable
     rate_limiter: RateLimiter
     key_cache: KeyCache
@@ -35,6 +37,7 @@ class GatewayContext:
                 public_url=settings.public_url,
                 storage_dir=settings.storage_path,
             ),
+            storage=open_storage(settings.storage_url, settings.storage_path, settings.s3_config()),
             prices=PriceTable(
                 credits_per_second=dict(settings.price_per_second),
                 min_billed_duration_s=settings.min_billed_duration_s,

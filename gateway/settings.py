@@ -3,8 +3,6 @@ derived defaults under `LIPSYNCD_HOME`. This is the only module that reads the e
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +10,8 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
-
-SECRET_KEY_FILE = "secret_key"
+from postprocess.storage import S3Config
+from proto.secretkey import load_secret_key, scale_out_reasons
 
 
 class Settings(BaseSettings):
@@ -31,6 +29,16 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     secret_key: str = ""
     storage_dir: Path | None = None
+    # Empty: files under storage_dir. s3://bucket/prefix: an S3-compatible object store,
+    # reached with the standard AWS_* variables below; the bucket must exist beforehand.
+    storage_url: str = ""
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
+    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
+    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
+    # Several gateways/orchestrators share this deployment (also implied by PostgreSQL or
+    # S3): the signing key must then be given, never generated per process.
+    scale_out: bool = False
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "free"
     price_per_second: dict[str, int] = Field(default_factory=lambda: {"480p": 1, "720p": 2})
@@ -73,22 +81,28 @@ class Settings(BaseSettings):
         assert self.storage_dir is not None  # set by _derive_defaults
         return self.storage_dir
 
+    @property
+    def scale_out_reasons(self) -> list[str]:
+        return scale_out_reasons(explicit=self.scale_out, database_url=self.database_url,
+                                 storage_url=self.storage_url)
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
     def secret_key_bytes(self) -> bytes:
-        """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created once)."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.home / SECRET_KEY_FILE
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            # O_EXCL: two processes starting together must not write two different keys.
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+        """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created
+        once, and only when this is not a scale-out deployment: proto/secretkey.py)."""
+        reasons = self.scale_out_reasons
+        return load_secret_key(self.secret_key, self.home, scale_out=bool(reasons), why=", ".join(reasons))
+
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.aws_endpoint_url or None,
+            region=self.aws_default_region or None,
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=self.aws_secret_access_key or None,
+        )
 
     def plan(self, name: str) -> Plan:
         return self.plans.get(name) or self.plans[self.default_plan]

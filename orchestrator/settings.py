@@ -2,13 +2,14 @@
 that reads the environment (LIPSYNCD_* variables and an optional .env file)."""
 from __future__ import annotations
 
-import os
-import secrets
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from postprocess.storage import S3Config
+from proto.secretkey import load_secret_key, scale_out_reasons
 
 
 class OrchestratorSettings(BaseSettings):
@@ -20,7 +21,15 @@ class OrchestratorSettings(BaseSettings):
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
     storage_dir: Path | None = None
+    # s3://bucket/prefix for an S3-compatible store (AWS_* variables below); empty: storage_dir.
+    storage_url: str = ""
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
+    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
+    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
     secret_key: str = ""
+    # Several orchestrators/gateways share this deployment (also implied by S3 storage).
+    scale_out: bool = False
     allow_private_urls: bool = False
 
     # Limits on what a job may ask of the machine.
@@ -68,19 +77,19 @@ class OrchestratorSettings(BaseSettings):
 
     @cached_property
     def secret_key_bytes(self) -> bytes:
-        """Shared with the gateway (signed output URLs); created on first start if unset."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.home_dir / "secret_key"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # O_EXCL: the gateway may be creating the same file at the same moment
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
+        """Shared with the gateway (signed output URLs); created on first start if unset,
+        except in a scale-out deployment, which must give it (proto/secretkey.py)."""
+        reasons = scale_out_reasons(explicit=self.scale_out, storage_url=self.storage_url)
+        return load_secret_key(self.secret_key, self.home_dir, scale_out=bool(reasons),
+                               why=", ".join(reasons))
+
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.aws_endpoint_url or None,
+            region=self.aws_default_region or None,
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=self.aws_secret_access_key or None,
+        )
 
     @property
     def webhook_delays_s(self) -> list[float]:

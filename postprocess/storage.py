@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 # No segment starts with a dot, so "..", "." and our own ".tmp-*" files are never
 # addressable; no backslashes, no empty segments, no leading slash.
@@ -110,6 +113,7 @@ class _WriterBase:
 class _LocalWriter(_WriterBase):
     def __init__(self, target: Path) -> None:
         self._target = target
+        self._made_parent = not target.parent.exists()  # removed again if nothing is stored
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
         self._tmp = Path(tmp_name)
@@ -132,6 +136,11 @@ class _LocalWriter(_WriterBase):
     def abort(self) -> None:
         self._file.close()
         self._tmp.unlink(missing_ok=True)
+        if self._made_parent:
+            try:
+                self._target.parent.rmdir()
+            except OSError as exc:  # another blob was stored there meanwhile
+                log.debug("kept %s: %s", self._target.parent, exc)
 
 
 class LocalStorage:
