@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.accounts.keycache import KeyCache
-from gateway.api.ratelimit import RateLimiter
+from gateway.api.ratelimit import DatabaseRateLimiter, RateLimiter, RequestLimiter
 from gateway.billing.pricing import PriceTable
 from gateway.bus import JobBus
 from gateway.db import Database
@@ -22,15 +22,18 @@ class GatewayContext:
     signer: FileSigner
     storage: Storage
     prices: PriceTable
-    rate_limiter: RateLimiter
+    rate_limiter: RateLimiter  # this process only (login throttling)
+    request_limiter: RequestLimiter  # API requests per plan: shared by replicas when configured
     key_cache: KeyCache
     finished_jobs: FinishedJobs
 
     @classmethod
     def build(cls, settings: Settings) -> "GatewayContext":
+        db = Database(settings.database_url)
+        local_limiter = RateLimiter()
         return cls(
             settings=settings,
-            db=Database(settings.database_url),
+            db=db,
             bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s),
             signer=FileSigner(
                 secret_key=settings.secret_key_bytes(),
@@ -42,7 +45,8 @@ class GatewayContext:
                 credits_per_second=dict(settings.price_per_second),
                 min_billed_duration_s=settings.min_billed_duration_s,
             ),
-            rate_limiter=RateLimiter(),
+            rate_limiter=local_limiter,
+            request_limiter=DatabaseRateLimiter(db) if settings.shared_rate_limits else local_limiter,
             key_cache=KeyCache(settings.api_key_cache_ttl_s),
             finished_jobs=FinishedJobs(),
         )

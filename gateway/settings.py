@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Verified API keys are remembered this long per process; a key revoked through another
     # replica keeps working there for at most this long. 0 turns the cache off.
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # Where requests per minute are counted: "database" (shared by all replicas), "memory"
+    # (this process only), or "auto": the database when it is PostgreSQL or scale_out is set.
+    rate_limit_store: Literal["auto", "memory", "database"] = "auto"
     access_log: bool = False  # one log line per request costs CPU under load
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
@@ -87,8 +90,10 @@ class Settings(BaseSettings):
                                  storage_url=self.storage_url)
 
     @property
-    def uses_postgres(self) -> bool:
-        return self.database_url.startswith("postgresql")
+    def shared_rate_limits(self) -> bool:
+        if self.rate_limit_store == "auto":
+            return self.database_url.startswith("postgresql") or self.scale_out
+        return self.rate_limit_store == "database"
 
     def secret_key_bytes(self) -> bytes:
         """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created
