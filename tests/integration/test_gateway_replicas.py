@@ -1,7 +1,7 @@
 """Two real gateway processes (`python -m gateway`, uvicorn on their own loopback ports)
 against one PostgreSQL database and one nats-server, as replicas behind a load balancer:
 a key revoked through one stops on the other within the key cache TTL, and the per-minute
-rate limit is counted across both."""
+rate limit and the concurrent-job limit are counted across both."""
 from __future__ import annotations
 
 import json
@@ -25,7 +25,8 @@ from tests.servers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 KEY_CACHE_TTL_S = 2.0
 REQUESTS_PER_MINUTE = 10
-PLANS = {"replica": {"api_credits_grant": 0, "app_credits_grant": 0, "max_concurrent_jobs": 5,
+MAX_CONCURRENT_JOBS = 3
+PLANS = {"replica": {"api_credits_grant": 0, "app_credits_grant": 0, "max_concurrent_jobs": MAX_CONCURRENT_JOBS,
                      "requests_per_minute": REQUESTS_PER_MINUTE}}
 START_TIMEOUT_S = 60.0
 
@@ -161,3 +162,15 @@ def test_rate_limit_is_counted_across_both_replicas(replicas: list[Replica], pos
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     other = _make_account(postgres_url)  # another key has its own count
     assert _jobs(replicas[0], other).status_code == 200
+
+
+def test_concurrent_job_limit_holds_across_both_replicas(replicas: list[Replica], postgres_url: str) -> None:
+    account = _make_account(postgres_url)
+    body = {"formState": {"image": "https://media.example.com/face.png",
+                          "audio": "https://media.example.com/voice.wav"}}
+    headers = {"Authorization": f"Bearer {account.api_key}"}
+    answers = [httpx.post(f"{replicas[i % 2].url}/api/v1/lipsync-image", json=body, headers=headers, timeout=30)
+               for i in range(MAX_CONCURRENT_JOBS + 1)]
+    assert [answer.status_code for answer in answers] == [200] * MAX_CONCURRENT_JOBS + [429], \
+        [answer.text for answer in answers]
+    assert answers[-1].json()["error_code"] == "too_many_concurrent_jobs"
