@@ -1,7 +1,6 @@
 """One mesh (`make serve`) for the whole e2e session, with loopback media and webhooks."""
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,12 +42,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 @pytest.fixture(scope="session")
 def s3_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Mesh]:
     """A second mesh whose gateway and orchestrator keep every file in S3 (a moto server on
-    loopback, bucket made beforehand) and share a given signing key, as a scale-out
-    deployment must."""
+    loopback, bucket made beforehand). No LIPSYNCD_SECRET_KEY: S3 makes them scale-out
+    processes, which only start because the supervisor shares one key file with them."""
     server = MotoServer()
     bucket = server.create_bucket()
-    env = server.env() | {"LIPSYNCD_STORAGE_URL": f"s3://{bucket}/lipsyncd",
-                          "LIPSYNCD_SECRET_KEY": secrets.token_hex(32)}
+    env = server.env() | {"LIPSYNCD_STORAGE_URL": f"s3://{bucket}/lipsyncd"}
     try:
         running = start_mesh(tmp_path_factory.mktemp("lipsyncd-s3-home"), env)
     except BaseException:

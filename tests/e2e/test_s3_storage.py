@@ -48,3 +48,4 @@ def test_job_on_s3_storage_reads_uploads_from_and_writes_its_output_to_the_bucke
     listed = httpx.get(f"{s3_mesh.server.endpoint_url}/{s3_mesh.bucket}?list-type=2", timeout=30).text
     assert listed.count("<Key>lipsyncd/uploads/") == 2 and listed.count("<Key>lipsyncd/outputs/") == 1
     assert not (mesh.home / "storage" / "outputs").exists()  # nothing on the local disk
+    assert len((mesh.home / "secret_key").read_text().strip()) == 64  # shared by the supervisor
