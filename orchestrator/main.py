@@ -30,11 +30,11 @@ from orchestrator.settings import OrchestratorSettings, load_settings
 from orchestrator.stages import TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
 from postprocess.storage import StorageUnavailable, open_storage
-from proto.secretkey import SecretKeyMissing
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
+from proto.secretkey import SecretKeyMissing
 
 log = logging.getLogger("orchestrator")
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
