@@ -7,13 +7,20 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from postprocess.storage import StorageUnavailable
+from proto.secretkey import SecretKeyMissing
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness probes, one line each
     settings = Settings()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, proxy_headers=True,
+    try:
+        app = create_app(settings)
+        app.state.gateway.storage.check()  # the lifespan checks again; here it exits cleanly
+    except (SecretKeyMissing, StorageUnavailable) as exc:
+        raise SystemExit(f"lipsyncd gateway: {exc}") from None
+    uvicorn.run(app, host="0.0.0.0", port=settings.port, proxy_headers=True,
                 access_log=settings.access_log, log_level="info" if settings.access_log else "warning")
 
 

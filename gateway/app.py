@@ -53,6 +53,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: GatewayContext = app.state.gateway
     await run_in_threadpool(ctx.db.migrate)
     ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
+    await run_in_threadpool(ctx.storage.check)  # e.g. an S3 bucket that does not exist
     await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx))
     try:
         yield

@@ -1,5 +1,5 @@
 """SQLAlchemy tables the gateway owns: accounts, API keys, dashboard sessions, jobs and
-the credit ledger. The schema itself is created by the Alembic migrations."""
+the credit ledger, and the request counters the gateway replicas share. The schema itself is created by the Alembic migrations."""
 from __future__ import annotations
 
 import datetime as dt
@@ -115,3 +115,14 @@ class LedgerEntry(Base):
     balance_after: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RateLimitWindow(Base):
+    """Requests counted per rate-limit bucket (an API key or an account) in one fixed
+    window of a minute, shared by every gateway replica (gateway/api/ratelimit.py)."""
+
+    __tablename__ = "rate_limit_windows"
+
+    bucket: Mapped[str] = mapped_column(String(128), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix seconds
+    count: Mapped[int] = mapped_column(Integer)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
-from proto.secretkey import load_secret_key
+from postprocess.storage import S3Config
+from proto.secretkey import load_secret_key, scale_out_reasons
 
 
 class Settings(BaseSettings):
@@ -28,6 +29,16 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     secret_key: str = ""
     storage_dir: Path | None = None
+    # Empty: files under storage_dir. s3://bucket/prefix: an S3-compatible object store,
+    # reached with the standard AWS_* variables below; the bucket must exist beforehand.
+    storage_url: str = ""
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
+    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
+    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
+    # Several gateways/orchestrators share this deployment (also implied by PostgreSQL or
+    # S3): the signing key must then be given, never generated per process.
+    scale_out: bool = False
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "free"
     price_per_second: dict[str, int] = Field(default_factory=lambda: {"480p": 1, "720p": 2})
@@ -40,6 +51,9 @@ class Settings(BaseSettings):
     # Verified API keys are remembered this long per process; a key revoked through another
     # replica keeps working there for at most this long. 0 turns the cache off.
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # Where requests per minute are counted: "database" (shared by all replicas), "memory"
+    # (this process only), or "auto": the database when it is PostgreSQL or scale_out is set.
+    rate_limit_store: Literal["auto", "memory", "database"] = "auto"
     access_log: bool = False  # one log line per request costs CPU under load
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
@@ -70,9 +84,30 @@ class Settings(BaseSettings):
         assert self.storage_dir is not None  # set by _derive_defaults
         return self.storage_dir
 
+    @property
+    def scale_out_reasons(self) -> list[str]:
+        return scale_out_reasons(explicit=self.scale_out, database_url=self.database_url,
+                                 storage_url=self.storage_url)
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        if self.rate_limit_store == "auto":
+            return self.database_url.startswith("postgresql") or self.scale_out
+        return self.rate_limit_store == "database"
+
     def secret_key_bytes(self) -> bytes:
-        """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created once)."""
-        return load_secret_key(self.secret_key, self.home)
+        """The key that signs file URLs: LIPSYNCD_SECRET_KEY, else $HOME/secret_key (created
+        once, and only when this is not a scale-out deployment: proto/secretkey.py)."""
+        reasons = self.scale_out_reasons
+        return load_secret_key(self.secret_key, self.home, scale_out=bool(reasons), why=", ".join(reasons))
+
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.aws_endpoint_url or None,
+            region=self.aws_default_region or None,
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=self.aws_secret_access_key or None,
+        )
 
     def plan(self, name: str) -> Plan:
         return self.plans.get(name) or self.plans[self.default_plan]

@@ -29,13 +29,14 @@ from orchestrator.pipeline import JobCanceled, JobResources, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
 from orchestrator.stages import StageRequestError, StageUnavailable, TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
-from postprocess.storage import LocalStorage
+from postprocess.storage import StorageUnavailable, open_storage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
 from proto.urlsign import UrlSigner
 from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
+from proto.secretkey import SecretKeyMissing
 
 log = logging.getLogger("orchestrator")
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
@@ -216,7 +217,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     await topology.ensure_topology(js)
     bus = Bus(js=js, status_kv=await js.key_value(topology.STATUS_BUCKET),
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
-    storage = LocalStorage(settings.storage_root)
+    storage = open_storage(settings.storage_url, settings.storage_root, settings.s3_config())
     stages = TritonStages(settings.triton_url)
     instances = await _stage_instances(stages)
     # Media uploaded to our own gateway is read from storage, not fetched over HTTP.
@@ -244,9 +245,20 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     await nc.drain()
 
 
+def _refuse_broken_configuration(settings: OrchestratorSettings) -> None:
+    """Exit with the reason, before taking any job, if URLs could not be signed with the
+    shared key or the storage (e.g. an S3 bucket) cannot be used."""
+    try:
+        settings.secret_key_bytes  # noqa: B018 - loads (or refuses) the shared key
+        open_storage(settings.storage_url, settings.storage_root, settings.s3_config()).check()
+    except (SecretKeyMissing, StorageUnavailable) as exc:
+        raise SystemExit(f"lipsyncd orchestrator: {exc}") from None
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    _refuse_broken_configuration(settings)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

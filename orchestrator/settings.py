@@ -8,8 +8,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from postprocess.storage import S3Config
 from postprocess.webhooks import DEFAULT_DELAYS_S
-from proto.secretkey import load_secret_key
+from proto.secretkey import load_secret_key, scale_out_reasons
 
 
 class OrchestratorSettings(BaseSettings):
@@ -21,9 +22,17 @@ class OrchestratorSettings(BaseSettings):
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
     storage_dir: Path | None = None
+    # s3://bucket/prefix for an S3-compatible store (AWS_* variables below); empty: storage_dir.
+    storage_url: str = ""
+    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
+    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
+    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
     secret_key: str = ""
     # Signed output links in webhook bodies; the gateway reads the same variable for GET.
     output_url_ttl_s: int = 7 * 24 * 3600
+    # Several orchestrators/gateways share this deployment (also implied by S3 storage).
+    scale_out: bool = False
     allow_private_urls: bool = False
 
     # Limits on what a job may ask of the machine.
@@ -71,8 +80,19 @@ class OrchestratorSettings(BaseSettings):
 
     @cached_property
     def secret_key_bytes(self) -> bytes:
-        """Shared with the gateway (signed output URLs); created on first start if unset."""
-        return load_secret_key(self.secret_key, self.home_dir)
+        """Shared with the gateway (signed output URLs); created on first start if unset,
+        except in a scale-out deployment, which must give it (proto/secretkey.py)."""
+        reasons = scale_out_reasons(explicit=self.scale_out, storage_url=self.storage_url)
+        return load_secret_key(self.secret_key, self.home_dir, scale_out=bool(reasons),
+                               why=", ".join(reasons))
+
+    def s3_config(self) -> S3Config:
+        return S3Config(
+            endpoint_url=self.aws_endpoint_url or None,
+            region=self.aws_default_region or None,
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=self.aws_secret_access_key or None,
+        )
 
     @property
     def webhook_delays_s(self) -> list[float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -173,6 +174,20 @@ def _http_ok(url: str) -> bool:
         return False
 
 
+def share_secret_key(home: Path, env: dict[str, str]) -> None:
+    """One signing key for every process this supervisor starts: unless LIPSYNCD_SECRET_KEY
+    is given, $LIPSYNCD_HOME/secret_key is made here, once, before any child starts (a
+    scale-out child refuses to make its own: proto/secretkey.py)."""
+    if env.get("LIPSYNCD_SECRET_KEY"):
+        return
+    try:
+        fd = os.open(home / "secret_key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-admin", action="store_true", help="do not create the local admin")
@@ -182,6 +197,7 @@ def main() -> None:
     ports = read_ports(env)
     home = Path(env.get("LIPSYNCD_HOME", ".lipsyncd")).resolve()
     home.mkdir(parents=True, exist_ok=True)
+    share_secret_key(home, env)
     check_ports_free(ports)
     public_url = env.get("LIPSYNCD_PUBLIC_URL") or f"http://127.0.0.1:{ports.gateway}"
     site_packages = sysconfig.get_paths()["purelib"]

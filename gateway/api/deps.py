@@ -25,9 +25,9 @@ def get_context(request: Request) -> GatewayContext:
 Ctx = Annotated[GatewayContext, Depends(get_context)]
 
 
-def _enforce_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
+async def _enforce_rate_limit(ctx: GatewayContext, principal: Principal) -> None:
     limit = ctx.settings.plan(principal.plan).requests_per_minute
-    retry_after_s = ctx.rate_limiter.check(principal.rate_limit_bucket, limit)
+    retry_after_s = await ctx.request_limiter.hit(principal.rate_limit_bucket, limit)
     if retry_after_s is not None:
         raise ApiError(
             429, ErrorCode.RATE_LIMITED,
@@ -81,7 +81,7 @@ async def require_caller(request: Request) -> Principal:
         principal = await _from_session(ctx, cookie)
     if principal is None:
         raise unauthorized("Missing API key: send Authorization: Bearer sk_...")
-    _enforce_rate_limit(ctx, principal)
+    await _enforce_rate_limit(ctx, principal)
     return principal
 
 

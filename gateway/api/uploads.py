@@ -1,5 +1,6 @@
-"""Media uploads: a file stored under `uploads/<uuid>/<name>` and answered with a signed
-URL that can be used in formState like any public URL."""
+"""Media uploads: a file streamed into storage under `uploads/<uuid>/<name>` (on S3 as a
+multipart upload, at most one part in memory) and answered with a signed URL that can be
+used in formState like any public URL."""
 from __future__ import annotations
 
 import re
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.api.deps import Caller, Ctx
 from gateway.api.errors import ApiError, invalid_request
 from gateway.jobs import iso_utc
+from postprocess.storage import InvalidKey
 from proto.vocabulary import ErrorCode
 
 router = APIRouter(prefix="/api/v1", tags=["uploads"])
@@ -36,26 +38,19 @@ async def upload_media(request: Request, file: UploadFile, ctx: Ctx, caller: Cal
     if declared > cap + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
     key = f"uploads/{uuid.uuid4()}/{safe_name(file.filename)}"
-    path = ctx.signer.path_for(key)
-    if path is None:
-        raise invalid_request("file", "invalid file name")
-    await run_in_threadpool(path.parent.mkdir, parents=True, exist_ok=True)
-    size = 0
     try:
-        with path.open("wb") as out:
-            while chunk := await file.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > cap:
-                    raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
-                await run_in_threadpool(out.write, chunk)
-    except ApiError:
-        path.unlink(missing_ok=True)
-        path.parent.rmdir()
-        raise
-    if size == 0:
-        path.unlink(missing_ok=True)
-        path.parent.rmdir()
-        raise invalid_request("file", "the file is empty")
+        writer = await run_in_threadpool(ctx.storage.open_write, key)
+    except InvalidKey:
+        raise invalid_request("file", "invalid file name") from None
+    size = 0
+    with writer:  # an error on the way stores nothing
+        while chunk := await file.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
+            await run_in_threadpool(writer.write, chunk)
+        if size == 0:
+            raise invalid_request("file", "the file is empty")
     signed = ctx.signer.sign(key, ctx.settings.output_url_ttl_s)
     return {
         "url": signed.url,

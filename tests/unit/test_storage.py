@@ -1,5 +1,6 @@
-"""Unit tests for postprocess/storage.py: key rules, atomic local writes, the in-memory
-double, and signed file URLs."""
+"""Unit tests for postprocess/storage.py: key rules, the storage contract run against every
+backend (local directory, in-memory double, and S3 against a real moto server over HTTP),
+atomic local writes, streaming multipart writes, presigned URLs, and signed file URLs."""
 from __future__ import annotations
 
 import hashlib
@@ -8,16 +9,22 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from postprocess.storage import (
     InvalidKey,
     LocalStorage,
     MemoryStorage,
+    S3Config,
+    S3Storage,
+    StorageUnavailable,
+    open_storage,
     sign_url,
     validate_key,
     verify_signature,
 )
+from tests.s3server import s3_server  # noqa: F401 - fixture
 
 BAD_KEYS = ["", "/etc/passwd", "../secret", "a/../../b", "a/./b", "a//b", "a/", ".hidden",
             "a/.tmp-x", "a\\b", "a\x00b", "C:/x", "x" * 600, "a b", "ü.mp4"]
@@ -35,9 +42,15 @@ def test_ordinary_keys_are_accepted(key):
     assert validate_key(key) == key
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def storage(request, tmp_path):
-    return LocalStorage(tmp_path / "root") if request.param == "local" else MemoryStorage()
+    if request.param == "local":
+        return LocalStorage(tmp_path / "root")
+    if request.param == "memory":
+        return MemoryStorage()
+    server = request.getfixturevalue("s3_server")
+    # A small part size so that a few hundred KiB already take the multipart path.
+    return S3Storage(server.create_bucket(), "pre/fix", server.config, part_bytes=5 * 1024 * 1024)
 
 
 def test_put_then_read_back(storage, tmp_path):
@@ -76,7 +89,8 @@ def test_every_operation_validates_keys(storage, tmp_path, key):
     src.write_bytes(b"x")
     for op in (lambda: storage.put_file(key, src), lambda: storage.open_read(key),
                lambda: storage.exists(key), lambda: storage.size(key),
-               lambda: storage.local_path(key), lambda: storage.delete(key)):
+               lambda: storage.local_path(key), lambda: storage.delete(key),
+               lambda: storage.open_write(key), lambda: storage.presigned_get_url(key, 60)):
         with pytest.raises(InvalidKey):
             op()
     assert not (tmp_path / "escape").exists()
@@ -139,6 +153,88 @@ def test_local_path_is_only_given_for_local_files(tmp_path):
     memory = MemoryStorage()
     memory.put_file("a/b", src)
     assert memory.local_path("a/b") is None
+
+
+def test_streamed_write_appears_only_when_complete(storage):
+    chunk = os.urandom(1024 * 1024)
+    writer = storage.open_write("uploads/u1/big.bin")
+    with writer:
+        for _ in range(11):  # 11 MiB: three parts of 5 MiB on S3
+            writer.write(chunk)
+        assert not storage.exists("uploads/u1/big.bin")
+    assert storage.size("uploads/u1/big.bin") == 11 * len(chunk)
+    with storage.open_read("uploads/u1/big.bin") as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(chunk * 11).digest()
+
+
+@pytest.mark.parametrize("size", [0, 3, 5 * 1024 * 1024])
+def test_streamed_write_of_small_and_exact_part_sizes(storage, size):
+    data = os.urandom(size)
+    with storage.open_write("k/small") as writer:
+        writer.write(data)
+    with storage.open_read("k/small") as f:
+        assert f.read() == data
+
+
+def test_failed_streamed_write_stores_nothing(storage):
+    with pytest.raises(RuntimeError), storage.open_write("uploads/u2/x.bin") as writer:
+        writer.write(os.urandom(6 * 1024 * 1024))  # one part already sent on S3
+        raise RuntimeError("client went away")
+    assert not storage.exists("uploads/u2/x.bin")
+    if isinstance(storage, S3Storage):  # the parts were dropped, not left to be billed
+        uploads = storage.client.list_multipart_uploads(Bucket=storage.bucket)
+        assert uploads.get("Uploads", []) == []
+
+
+def test_check_passes_for_a_usable_store(storage):
+    storage.check()
+
+
+def test_s3_objects_live_under_the_prefix_and_presigned_urls_fetch_them(s3_server, tmp_path):
+    bucket = s3_server.create_bucket()
+    storage = S3Storage(bucket, "/lipsyncd/", s3_server.config)
+    src = tmp_path / "s"
+    src.write_bytes(b"presigned bytes")
+    storage.put_file("outputs/j.mp4", src)
+    listed = storage.client.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [item["Key"] for item in listed] == ["lipsyncd/outputs/j.mp4"]
+    url = storage.presigned_get_url("outputs/j.mp4", 600)
+    assert url is not None and url.startswith(s3_server.endpoint_url)
+    answer = httpx.get(url)
+    assert answer.status_code == 200 and answer.content == b"presigned bytes"
+    query = parse_qs(urlsplit(url).query)  # moto does not check signatures; S3 does
+    assert query["X-Amz-Expires"] == ["600"] and query["X-Amz-Signature"]
+    assert storage.presigned_get_url("outputs/j.mp4", 10**9).count("X-Amz-Expires=604800") == 1
+
+
+def test_local_backends_have_no_presigned_urls(tmp_path):
+    assert LocalStorage(tmp_path).presigned_get_url("a", 60) is None
+    assert MemoryStorage().presigned_get_url("a", 60) is None
+
+
+def test_missing_bucket_fails_clearly(s3_server):
+    storage = open_storage("s3://no-such-bucket-here/p", Path("/unused"), s3_server.config)
+    with pytest.raises(StorageUnavailable, match="bucket 'no-such-bucket-here' does not exist"):
+        storage.check()
+
+
+def test_unreachable_endpoint_fails_clearly():
+    from tests.servers import free_port  # noqa: PLC0415
+
+    config = S3Config(endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1",
+                      access_key_id="a", secret_access_key="b")
+    with pytest.raises(StorageUnavailable, match="cannot be used"):
+        S3Storage("bucket", "", config).check()
+
+
+@pytest.mark.parametrize("url", ["s3://", "gs://bucket/x", "file:///tmp/x"])
+def test_unsupported_storage_urls_are_refused(url):
+    with pytest.raises(StorageUnavailable, match="LIPSYNCD_STORAGE_URL"):
+        open_storage(url, Path("/unused"), S3Config())
+
+
+def test_empty_storage_url_is_the_local_directory(tmp_path):
+    assert isinstance(open_storage("", tmp_path / "r", S3Config()), LocalStorage)
 
 
 # --- signed URLs -------------------------------------------------------------------------
