@@ -42,8 +42,9 @@ class BusUnavailableError(Exception):
 class JobBus:
     """One NATS connection; `start` keeps retrying in the background until NATS answers."""
 
-    def __init__(self, nats_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, nats_url: str, timeout_s: float = 5.0, stream_replicas: int = 1) -> None:
         self._nats_url = nats_url
+        self._stream_replicas = stream_replicas
         self._timeout_s = timeout_s
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -104,7 +105,7 @@ class JobBus:
                 log.warning("NATS at %s not reachable (%s); retrying", self._nats_url, exc)
                 await asyncio.sleep(CONNECT_RETRY_S)
         self._js = self._nc.jetstream(timeout=self._timeout_s)
-        await topology.ensure_topology(self._js)
+        await topology.ensure_topology(self._js, self._stream_replicas)
         self._status_kv = await self._js.key_value(topology.STATUS_BUCKET)
         self._control_kv = await self._js.key_value(topology.CONTROL_BUCKET)
         await self._nc.subscribe(

@@ -22,6 +22,8 @@ class OrchestratorSettings(BaseSettings):
     storage_dir: Path | None = None
     secret_key: str = ""
     allow_private_urls: bool = False
+    # JetStream servers each stream and bucket is kept on (1 single node, 3 on a cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     # Limits on what a job may ask of the machine.
     max_audio_s: float = 600.0
