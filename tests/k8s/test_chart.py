@@ -209,3 +209,26 @@ def test_every_value_is_used_by_a_template() -> None:
 
     unused = [leaf for leaf in leaves(values, ".Values") if not used(leaf)]
     assert not unused, unused
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: str, tmp_path) -> None:  # noqa: ANN001
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from deploy.docker.triton_entry import main as triton_entry
+
+    command = pod_spec(find(render(profile_values(profile)), "Deployment", "-triton"))["containers"][0]["command"]
+    own = command[2:command.index("--")]  # after python3 and the script path
+    kind = own[own.index("--kind") + 1]
+    source = CHART.parents[2] / "model_repository"
+    target = tmp_path / "models"
+    triton_entry([*own[:own.index("--source")], "--source", str(source), "--target", str(target), "--kind", kind,
+                  "--dry-run"])
+    models = sorted(p.name for p in target.iterdir())
+    assert models == ["audio_features", "face_detection", "generator"]
+    for model in models:
+        config = text_format.Parse((target / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group}
+        assert kinds == {kind}
+        assert (target / model / "1" / "model.py").is_file()
