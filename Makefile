@@ -15,6 +15,9 @@ GEN_MODELS := $(GEN_DIR)/.built
 TRANSPLANT_MODEL := $(GEN_DIR)/transplant.onnx
 PROTO_OUT := proto/lipsync_pb2.py
 PYTEST_ARGS ?=
+# What `make install` installs: the runtime, dev tools and the local Triton/NATS builds (the
+# Triton image's build stage installs only `.`).
+INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
@@ -61,7 +64,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,local]'
+	$(PY) -m pip install --quiet -e '$(INSTALL_SPEC)'
 	touch $@
 
 proto: $(PROTO_OUT)
