@@ -136,6 +136,7 @@ def test_triton_gets_shm_probes_a_headless_service_and_the_profile_kind() -> Non
         assert ("nvidia.com/gpu" in container["resources"]["limits"]) is gpu
         providers = next(e["value"] for e in container["env"] if e["name"] == "LIPSYNCD_ORT_PROVIDERS")
         assert providers.startswith("TensorrtExecutionProvider") is gpu
+        assert any(e["name"] == "LIPSYNCD_TRT_CACHE_DIR" for e in container["env"]) is gpu
         assert bool(spec.get("tolerations")) is gpu
         assert find(docs, "Service", "-triton")["spec"]["clusterIP"] == "None"
 
