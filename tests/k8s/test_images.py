@@ -37,8 +37,11 @@ def image_paths(stage: list[dict[str, Any]]) -> set[str]:
         if item["instruction"] == "WORKDIR":
             workdir = item["value"]
         if item["instruction"] == "COPY":
-            destination = item["value"].split()[-1]
-            paths.add(str(Path(workdir, destination)).rstrip("/"))
+            *sources, destination = [w for w in item["value"].split() if not w.startswith("--")]
+            if destination.endswith("/") and len(sources) > 1:  # several files into a directory
+                paths.update(str(Path(workdir, destination, Path(src).name)) for src in sources)
+            else:
+                paths.add(str(Path(workdir, destination)).rstrip("/"))
     return paths
 
 
@@ -89,3 +92,12 @@ def test_every_path_a_rendered_pod_runs_is_in_its_image() -> None:
     for module in ("gateway", "orchestrator"):  # `python -m gateway`, `python -m orchestrator.main`
         assert f"/opt/lipsyncd/{module}" in service
     assert "/opt/lipsyncd/model_repository" in triton
+
+
+def test_triton_image_has_the_project_modules_the_stages_import() -> None:
+    stage = final_stage(parse(DOCKERFILES["triton"]))
+    copied = " ".join(item["value"] for item in stage if item["instruction"] == "COPY")
+    for source in (ROOT / "model_repository").glob("*/1/**/*.py"):
+        for module in re.findall(r"^\s*from (proto\.\w+) import", source.read_text(), re.M):
+            path = module.replace(".", "/") + ".py"
+            assert path in copied, f"{source.relative_to(ROOT)} imports {module}, not in the Triton image"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from model_repository.ort_providers import (
+from proto.ort_providers import (
     DEFAULT_PROVIDERS,
     choose_providers,
     preferred_providers,

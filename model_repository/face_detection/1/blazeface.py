@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from model_repository.ort_providers import session_providers
+from proto.ort_providers import session_providers
 
 from imagewarp import RotatedRect, sample_rect
 

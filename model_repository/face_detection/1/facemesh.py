@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from model_repository.ort_providers import session_providers
+from proto.ort_providers import session_providers
 
 from blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, Detection, iou, merge_detections, tile_regions
 from imagewarp import RotatedRect, sample_rect

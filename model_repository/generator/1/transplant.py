@@ -437,7 +437,7 @@ class TransplantGraph:
     def __init__(self, model_dir: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        from model_repository.ort_providers import session_providers
+        from proto.ort_providers import session_providers
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

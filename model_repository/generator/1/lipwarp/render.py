@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from model_repository.ort_providers import session_providers
+from proto.ort_providers import session_providers
 
 from lipwarp import graphspec as spec
 from lipwarp.field import fit_fields
