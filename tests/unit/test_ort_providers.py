@@ -1,4 +1,4 @@
-"""ONNX Runtime provider choice for the stage models (model_repository/ort_providers.py)."""
+"""ONNX Runtime provider choice for the stage models (proto/ort_providers.py)."""
 from __future__ import annotations
 
 import onnxruntime as ort
