@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -52,13 +53,7 @@ def media() -> Iterator[MediaServer]:
 @pytest.fixture(scope="module")
 def release(database: str, media: MediaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         tuple[Cluster, dict[str, Container]]]:
-    values = profile_values("default", {
-        "config": {"publicUrl": PUBLIC_URL, "allowPrivateUrls": True},
-        "secrets": {"databaseUrl": database},
-        "tests": {"imageUrl": f"{media.url}/portrait_photo_a.png", "audioUrl": f"{media.url}/speech_en_3.wav",
-                  "timeoutSeconds": JOB_TIMEOUT_S},
-    })
-    docs = render(values)
+    docs = render(release_values(database, media, with_media=True))
     cluster = Cluster(docs=docs, scratch=tmp_path_factory.mktemp("k8s"), namespace="lipsyncd")
     gateway_doc = find(docs, "Deployment", "-gateway")
     gateway_port = cluster.local_port("gateway", pod_port(gateway_doc, "http"))
@@ -75,12 +70,26 @@ def release(database: str, media: MediaServer, tmp_path_factory: pytest.TempPath
             container.stop()
 
 
+def release_values(database: str, media: MediaServer, *, with_media: bool) -> dict[str, Any]:
+    """The default profile as an operator would set it for this machine."""
+    tests: dict[str, Any] = {"timeoutSeconds": JOB_TIMEOUT_S}
+    if with_media:
+        tests |= {"imageUrl": f"{media.url}/portrait_photo_a.png", "audioUrl": f"{media.url}/speech_en_3.wav"}
+    return profile_values("default", {
+        "config": {"publicUrl": PUBLIC_URL, "allowPrivateUrls": True},
+        "secrets": {"databaseUrl": database},
+        "tests": tests,
+    })
+
+
 def pod_port(doc: dict[str, object], name: str) -> int:
     container = doc["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
     return int(next(p["containerPort"] for p in container["ports"] if p["name"] == name))
 
 
-def test_the_rendered_release_runs_and_a_job_goes_through(release: tuple[Cluster, dict[str, Container]]) -> None:
+def test_the_rendered_release_runs_and_a_job_goes_through(
+    release: tuple[Cluster, dict[str, Container]], database: str, media: MediaServer
+) -> None:
     cluster, containers = release
     nats, triton, orchestrator, gateway = (containers[n] for n in ("nats", "triton", "orchestrator", "gateway"))
     # The pods start as a cluster would start them: each waits for its own probes only.
@@ -103,6 +112,16 @@ def test_the_rendered_release_runs_and_a_job_goes_through(release: tuple[Cluster
                           text=True, timeout=JOB_TIMEOUT_S + 120, check=False)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\norchestrator:\n{orchestrator.tail()}"
     assert "completed" in done.stdout and "bytes of MP4" in done.stdout, done.stdout
+
+    # The default `helm test` (no media values): a synthetic faceless picture must come back
+    # failed with face_not_found, i.e. after Triton's face stage answered.
+    default_pod = find(render(release_values(database, media, with_media=False)), "Pod", "-test-job")
+    synthetic = container_from(cluster, default_pod)
+    assert "--image-url" not in synthetic.argv
+    done = subprocess.run(synthetic.argv, cwd=Path(__file__).resolve().parents[2], env=synthetic.env,
+                          capture_output=True, text=True, timeout=JOB_TIMEOUT_S + 120, check=False)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
+    assert "failed face_not_found" in done.stdout, done.stdout
 
     # Triton gone: the gateway stays ready (polling and downloads go on), the stages say why.
     triton.stop()
