@@ -123,6 +123,13 @@ def test_the_rendered_release_runs_and_a_job_goes_through(
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}"
     assert "failed face_not_found" in done.stdout, done.stdout
 
+    # The NATS password reached the clients through the URL, and no log line shows it.
+    secret = next(d["metadata"]["name"] for d in cluster.docs if d["kind"] == "Secret")
+    password = cluster.secret(secret, "nats-password")
+    assert "job bus ready on nats://127.0.0.1:" in gateway.log.read_text()
+    for container in (nats, triton, orchestrator, gateway):
+        assert password not in container.log.read_text(), f"{container.name} logs the NATS password"
+
     # Triton gone: the gateway stays ready (polling and downloads go on), the stages say why.
     triton.stop()
     assert httpx.get(f"{gateway_url}/readyz", timeout=10).status_code == 200
