@@ -4,6 +4,7 @@ and the rendered objects keep the properties the deployment needs."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -213,7 +214,7 @@ def test_every_value_is_used_by_a_template() -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: str, tmp_path) -> None:  # noqa: ANN001
+def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: str, tmp_path: Path) -> None:
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
