@@ -15,16 +15,36 @@ GEN_MODELS := $(GEN_DIR)/.built
 TRANSPLANT_MODEL := $(GEN_DIR)/transplant.onnx
 PROTO_OUT := proto/lipsync_pb2.py
 PYTEST_ARGS ?=
+# What `make install` installs: the runtime, dev tools and the local Triton/NATS builds (the
+# Triton image's build stage installs only `.`).
+INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench eval models proto install clean testdata
+.PHONY: serve test unit integration e2e bench eval models proto install clean testdata k8s-check images engines
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
 
 test: install proto models
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The Helm chart: rendered (default, GPU and CPU values), linted strictly, validated against
+# the Kubernetes schemas, and its gateway/orchestrator/Triton containers run here as rendered
+# (tests/k8s; also part of `make test`).
+k8s-check: install proto models
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/k8s
+
+# Container images (deploy/docker): the service image and the Triton image. Needs a working
+# container engine (docker, podman or buildah); IMAGE_REPO/IMAGE_TAG name them.
+IMAGE_REPO ?= lipsyncd
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+images:
+	$(PYTHON) deploy/docker/build.py --repo $(IMAGE_REPO) --tag $(IMAGE_TAG)
+
+# TensorRT plans from the ONNX graphs (trtexec), where a GPU and TensorRT exist.
+engines: models
+	$(PYTHON) deploy/docker/engines.py --models model_repository
 
 unit: install proto models
 	$(PY) -m pytest -q tests/unit
@@ -41,7 +61,7 @@ eval: install proto models $(VENV)/.installed-eval
 	$(PY) -m tests.eval.run --out reports/eval.md $(EVAL_ARGS)
 
 $(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev,eval]'
+	$(PY) -m pip install --quiet -e '.[dev,local,eval]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -49,7 +69,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '$(INSTALL_SPEC)'
 	touch $@
 
 proto: $(PROTO_OUT)

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import nats.errors
@@ -36,6 +37,14 @@ EVENTS_RETRY_DELAY_S = 5.0
 CONNECT_RETRY_S = 2.0
 
 
+def without_credentials(url: str) -> str:
+    """`nats://user:password@host:4222` -> `nats://host:4222`, for log lines."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 class BusUnavailableError(Exception):
     pass
 
@@ -43,8 +52,10 @@ class BusUnavailableError(Exception):
 class JobBus:
     """One NATS connection; `start` keeps retrying in the background until NATS answers."""
 
-    def __init__(self, nats_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, nats_url: str, timeout_s: float = 5.0, stream_replicas: int = 1) -> None:
         self._nats_url = nats_url
+        self._where = without_credentials(nats_url)  # for logs: the URL may carry a password
+        self._stream_replicas = stream_replicas
         self._timeout_s = timeout_s
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -82,12 +93,12 @@ class JobBus:
                 subscription = await self._connect(on_reserve)
                 break
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                log.warning("job bus setup on %s failed (%s); retrying", self._nats_url, exc)
+                log.warning("job bus setup on %s failed (%s); retrying", self._where, exc)
                 if self._nc is not None and not self._nc.is_closed:
                     await self._nc.close()
                 await asyncio.sleep(CONNECT_RETRY_S)
         self._ready.set()
-        log.info("job bus ready on %s", self._nats_url)
+        log.info("job bus ready on %s", self._where)
         await self._consume_events(subscription, on_event)
 
     async def _connect(self, on_reserve: ReserveHandler) -> JetStreamContext.PullSubscription:
@@ -102,10 +113,10 @@ class JobBus:
                 )
                 break
             except (OSError, nats.errors.Error) as exc:
-                log.warning("NATS at %s not reachable (%s); retrying", self._nats_url, exc)
+                log.warning("NATS at %s not reachable (%s); retrying", self._where, exc)
                 await asyncio.sleep(CONNECT_RETRY_S)
         self._js = self._nc.jetstream(timeout=self._timeout_s)
-        await topology.ensure_topology(self._js)
+        await topology.ensure_topology(self._js, self._stream_replicas)
         self._status_kv = await self._js.key_value(topology.STATUS_BUCKET)
         self._control_kv = await self._js.key_value(topology.CONTROL_BUCKET)
         await self._nc.subscribe(

@@ -34,7 +34,8 @@ class GatewayContext:
         return cls(
             settings=settings,
             db=db,
-            bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s),
+            bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s,
+                       stream_replicas=settings.stream_replicas),
             signer=FileSigner(
                 secret_key=settings.secret_key_bytes(),
                 public_url=settings.public_url,

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
     nats_timeout_s: float = 5.0
+    # JetStream servers each stream and bucket is kept on (1 single node, 3 on a cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     triton_ready_timeout_s: float = 2.0
     # Verified API keys are remembered this long per process; a key revoked through another
     # replica keeps working there for at most this long. 0 turns the cache off.

@@ -214,7 +214,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1,
                             name="lipsyncd-orchestrator")
     js = nc.jetstream()
-    await topology.ensure_topology(js)
+    await topology.ensure_topology(js, settings.stream_replicas)
     bus = Bus(js=js, status_kv=await js.key_value(topology.STATUS_BUCKET),
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
     storage = open_storage(settings.storage_url, settings.storage_root, settings.s3_config())

@@ -34,6 +34,8 @@ class OrchestratorSettings(BaseSettings):
     # Several orchestrators/gateways share this deployment (also implied by S3 storage).
     scale_out: bool = False
     allow_private_urls: bool = False
+    # JetStream servers each stream and bucket is kept on (1 single node, 3 on a cluster).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
     # Limits on what a job may ask of the machine.
     max_audio_s: float = 600.0

@@ -51,8 +51,9 @@ def cancel_key(job_id: str) -> str:
     return f"cancel.{job_id}"
 
 
-async def ensure_topology(js: JetStreamContext) -> None:
-    """Create the streams and buckets if missing; leaves existing ones as they are."""
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create the streams and buckets if missing, each kept on `replicas` JetStream servers
+    (LIPSYNCD_STREAM_REPLICAS; 3 on a clustered NATS); leaves existing ones as they are."""
     streams = [
         StreamConfig(
             name=JOBS_STREAM,
@@ -60,6 +61,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=EVENTS_STREAM,
@@ -68,6 +70,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             max_age=EVENTS_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=WEBHOOKS_STREAM,
@@ -75,6 +78,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
         ),
     ]
     for config in streams:
@@ -92,6 +96,7 @@ async def ensure_topology(js: JetStreamContext) -> None:
             await js.key_value(bucket)
         except (NotFoundError, BadRequestError):
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, history=1)
+                KeyValueConfig(bucket=bucket, ttl=ttl_s, storage=StorageType.FILE, history=1,
+                               replicas=replicas)
             )
             log.info("created bucket %s", bucket)

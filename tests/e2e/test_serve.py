@@ -32,6 +32,9 @@ def test_taken_port_is_reported_instead_of_hanging(tmp_path) -> None:  # type: i
 def test_readyz_reports_nats_triton_and_the_three_models(mesh: Mesh) -> None:
     answer = httpx.get(f"{mesh.url}/readyz", timeout=10)
     assert answer.status_code == 200
+    assert answer.json()["checks"] == {"nats": True, "database": True}
+    answer = httpx.get(f"{mesh.url}/readyz/stages", timeout=10)
+    assert answer.status_code == 200
     body = answer.text
     for model in ("audio_features", "face_detection", "generator"):
         assert model in body

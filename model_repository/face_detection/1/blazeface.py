@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from proto.ort_providers import session_providers
 
 from imagewarp import RotatedRect, sample_rect
 
@@ -130,7 +131,7 @@ class BlazeFaceDetector:
 
     def __init__(self, model_path: Path, spec: DetectorSpec, options: ort.SessionOptions) -> None:
         self._spec = spec
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(model_path), options, providers=session_providers())
         self._input_name = self._session.get_inputs()[0].name
         self._anchors = ssd_anchor_centers(spec)
 

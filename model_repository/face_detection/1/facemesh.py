@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from proto.ort_providers import session_providers
 
 from blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, Detection, iou, merge_detections, tile_regions
 from imagewarp import RotatedRect, sample_rect
@@ -111,7 +112,7 @@ class FaceMesh:
             BlazeFaceDetector(full_range_path, FULL_RANGE, options) if full_range_path.is_file() else None
         )
         self._mesh = ort.InferenceSession(
-            str(model_dir / "face_landmark.onnx"), options, providers=["CPUExecutionProvider"]
+            str(model_dir / "face_landmark.onnx"), options, providers=session_providers()
         )
         self._mesh_input = self._mesh.get_inputs()[0].name
 

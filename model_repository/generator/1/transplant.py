@@ -437,12 +437,14 @@ class TransplantGraph:
     def __init__(self, model_dir: Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
+        from proto.ort_providers import session_providers
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False  # as in lipwarp.render: idle instances hand memory back
         self._session = ort.InferenceSession(str(Path(model_dir) / GRAPH_FILE), options,
-                                             providers=["CPUExecutionProvider"])
+                                             providers=session_providers())
 
     def render(self, plan: TransplantPlan, target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crop, mask = self._session.run(list(OUTPUTS), plan.feeds(target, reference))

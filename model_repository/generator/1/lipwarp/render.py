@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from proto.ort_providers import session_providers
 
 from lipwarp import graphspec as spec
 from lipwarp.field import fit_fields
@@ -106,9 +107,9 @@ class Renderer:
         # model.py), so an idle instance does not keep its largest crop size's memory; measured
         # no slower, as the buffers are large and few.
         options.enable_cpu_mem_arena = False
-        self._session = ort.InferenceSession(str(Path(model_dir) / spec.GRAPH_FILE), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(str(Path(model_dir) / spec.GRAPH_FILE), options, providers=session_providers())
         self._source_session = ort.InferenceSession(str(Path(model_dir) / spec.SOURCE_GRAPH_FILE), options,
-                                                    providers=["CPUExecutionProvider"])
+                                                    providers=session_providers())
         self._grids: dict[int, GridConstants] = {}
         self._batch = max(1, int(batch_frames))
         self._kept: OrderedDict[bytes, PreparedSource] = OrderedDict()

@@ -1,0 +1,236 @@
+"""`make k8s-check`, part 1: the chart renders with the default, GPU and CPU-only values,
+passes `helm lint --strict`, every manifest validates against the Kubernetes 1.31 schemas,
+and the rendered objects keep the properties the deployment needs."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+
+from tests.k8s.chart import (
+    CHART,
+    KUBE_VERSION,
+    PROFILES,
+    REQUIRED,
+    find,
+    pod_spec,
+    profile_values,
+    render,
+    workloads,
+)
+
+# Custom resources the Kubernetes schemas do not cover: checked by hand below.
+CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
+EVERYTHING_ON = {
+    "ingress": {"enabled": True, "tlsSecret": "lipsync-tls", "className": "nginx"},
+    "metrics": {"serviceMonitor": {"enabled": True}},
+    "orchestrator": {"keda": {"enabled": True}},
+    "networkPolicy": {"ingressFrom": [{"kubernetes.io/metadata.name": "ingress-nginx"}]},
+}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lint_strict_finds_nothing(profile: str) -> None:
+    report = helm.lint(CHART, profile_values(profile), strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, report
+
+
+@pytest.mark.parametrize("extra", [{}, EVERYTHING_ON], ids=["plain", "everything-on"])
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_manifest_validates_against_the_kubernetes_schemas(profile: str, extra: dict[str, Any]) -> None:
+    docs = render(profile_values(profile, extra))
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "StatefulSet", "Service", "Secret", "PodDisruptionBudget", "NetworkPolicy",
+            "HorizontalPodAutoscaler", "ServiceAccount", "PersistentVolumeClaim", "Pod"} <= kinds | (
+        {"HorizontalPodAutoscaler"} if extra else set())
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            assert doc["apiVersion"] == CRD_KINDS[doc["kind"]]
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm" and labels["app.kubernetes.io/instance"] == "lipsyncd"
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_pods_run_as_non_root_on_a_read_only_root_with_writable_volumes(profile: str) -> None:
+    for doc in workloads(render(profile_values(profile))):
+        spec = pod_spec(doc)
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0
+        volumes = {v["name"] for v in spec.get("volumes", [])} | {
+            c["metadata"]["name"] for c in doc["spec"].get("volumeClaimTemplates", [])}
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert {m["name"] for m in container.get("volumeMounts", [])} <= volumes
+            assert "ephemeral-storage" in container["resources"]["requests"] or doc["kind"] == "StatefulSet"
+
+
+def test_image_tags_default_to_the_app_version() -> None:
+    docs = render(profile_values("default"))
+    app_version = helm.Chart.load(CHART).metadata["appVersion"]
+    images = {c["image"] for d in workloads(docs) for c in pod_spec(d)["containers"]}
+    assert f"ghcr.io/example/lipsyncd:{app_version}" in images
+    assert f"ghcr.io/example/lipsyncd-triton:{app_version}" in images
+    pinned = render(profile_values("default", {"image": {"tag": "1.2.3"}}))
+    gateway = find(pinned, "Deployment", "-gateway")
+    assert pod_spec(gateway)["containers"][0]["image"] == "ghcr.io/example/lipsyncd:1.2.3"
+
+
+def test_secret_is_created_with_the_documented_keys_or_taken_from_existing_secret() -> None:
+    docs = render(profile_values("default"))
+    secret = find(docs, "Secret", "-secrets")
+    assert set(secret["data"]) == {"secret-key", "database-url", "nats-user", "nats-password"}
+    referenced = {(ref["name"], ref["key"]) for d in workloads(docs) for c in pod_spec(d)["containers"]
+                  for e in c.get("env", []) if (ref := e.get("valueFrom", {}).get("secretKeyRef"))}
+    assert referenced == {(secret["metadata"]["name"], key) for key in secret["data"]}
+    existing = render(profile_values("default", {"secrets": {"existingSecret": "mine", "databaseUrl": ""}}))
+    assert not [d for d in existing if d["kind"] == "Secret"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for d in workloads(existing) for c in pod_spec(d)["containers"]
+            for e in c.get("env", []) if "valueFrom" in e}
+    assert refs == {"mine"}
+
+
+def test_a_database_url_is_required() -> None:
+    with pytest.raises(helm.HelmError, match="secrets.databaseUrl is required"):
+        render({})
+
+
+@pytest.mark.parametrize("release", ["lipsyncd", "nats", "my-nats-prod", "lipsyncd-nats"])
+def test_the_app_points_at_the_nats_service_whatever_the_release_is_called(release: str) -> None:
+    docs = render(profile_values("default"), release=release)
+    service = find(docs, "Service", "-nats")["metadata"]["name"]
+    gateway = pod_spec(find(docs, "Deployment", "-gateway"))["containers"][0]
+    url = next(e["value"] for e in gateway["env"] if e["name"] == "LIPSYNCD_NATS_URL")
+    assert re.fullmatch(rf"nats://\$\(LIPSYNCD_NATS_USER\):\$\(LIPSYNCD_NATS_PASSWORD\)@{service}\.lipsyncd\.svc:4222", url)
+
+
+def test_external_nats_gets_the_credentials_and_no_in_chart_server() -> None:
+    docs = render(profile_values("default", {"nats": {"enabled": False, "url": "nats://nats.infra:4222",
+                                                        "streamReplicas": 3}}))
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    env = {e["name"]: e.get("value") for e in pod_spec(find(docs, "Deployment", "-orchestrator"))["containers"][0]["env"]}
+    assert env["LIPSYNCD_NATS_URL"] == "nats://$(LIPSYNCD_NATS_USER):$(LIPSYNCD_NATS_PASSWORD)@nats.infra:4222"
+    assert env["LIPSYNCD_STREAM_REPLICAS"] == "3"
+    with pytest.raises(helm.HelmError, match="nats.url is required"):
+        render(profile_values("default", {"nats": {"enabled": False}}))
+
+
+def test_triton_gets_shm_probes_a_headless_service_and_the_profile_kind() -> None:
+    for profile, kind, gpu in (("default", "KIND_CPU", False), ("cpu", "KIND_CPU", False), ("gpu", "KIND_GPU", True)):
+        docs = render(profile_values(profile))
+        triton = find(docs, "Deployment", "-triton")
+        spec = pod_spec(triton)
+        container = spec["containers"][0]
+        assert container["command"][container["command"].index("--kind") + 1] == kind
+        shm = next(v for v in spec["volumes"] if v["name"] == "shm")
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert {"mountPath": "/dev/shm", "name": "shm"} in container["volumeMounts"]
+        assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert ("nvidia.com/gpu" in container["resources"]["limits"]) is gpu
+        providers = next(e["value"] for e in container["env"] if e["name"] == "LIPSYNCD_ORT_PROVIDERS")
+        assert providers.startswith("TensorrtExecutionProvider") is gpu
+        assert any(e["name"] == "LIPSYNCD_TRT_CACHE_DIR" for e in container["env"]) is gpu
+        assert bool(spec.get("tolerations")) is gpu
+        assert find(docs, "Service", "-triton")["spec"]["clusterIP"] == "None"
+
+
+def test_orchestrator_scales_on_consumer_lag_with_keda_and_never_below_its_replicas() -> None:
+    docs = render(profile_values("default", {"orchestrator": {"replicas": 4, "autoscaling": {"minReplicas": 1}}}))
+    hpa = find(docs, "HorizontalPodAutoscaler", "-orchestrator")
+    assert hpa["spec"]["minReplicas"] == 4
+    deployment = find(docs, "Deployment", "-orchestrator")
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns it
+    env = {e["name"]: e.get("value") for e in pod_spec(deployment)["containers"][0]["env"]}
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] == int(env["LIPSYNCD_DRAIN_GRACE_S"]) + 30
+    keda = render(profile_values("default", {"orchestrator": {"keda": {"enabled": True}}}))
+    scaled = find(keda, "ScaledObject", "-orchestrator")
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "nats-jetstream"
+    assert trigger["metadata"]["stream"] == "LIPSYNCD_JOBS" and trigger["metadata"]["consumer"] == "orchestrator"
+    assert not [d for d in keda if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"].endswith("-orchestrator")]
+
+
+def test_network_policies_leave_only_the_gateway_reachable() -> None:
+    docs = render(profile_values("default"))
+    policies = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"gateway", "triton", "nats"}
+    for name in ("triton", "nats"):
+        for rule in policies[name]["spec"]["ingress"]:
+            assert all("podSelector" in peer for peer in rule["from"])  # release pods only
+    assert any("from" not in rule for rule in policies["gateway"]["spec"]["ingress"])
+
+
+def test_ingress_carries_the_upload_size() -> None:
+    docs = render(profile_values("default", EVERYTHING_ON))
+    ingress = find(docs, "Ingress", "-gateway")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "210m"
+    assert {d["kind"] for d in docs} >= {"ServiceMonitor", "ScaledObject", "Ingress"}
+
+
+def test_schema_refuses_wrong_values() -> None:
+    with helm.Chart.load(CHART) as chart:
+        for bad in ({"triton": {"instanceKind": "GPU"}}, {"nats": {"streamReplicas": 2}},
+                    {"gateway": {"replicas": "two"}}, {"triton": {"ortProviders": "cuda"}}, {"typo": 1}):
+            with pytest.raises(helm.HelmValuesError):
+                chart.validate_schema(chart.merge_values({**REQUIRED, **bad}))
+
+
+def test_every_value_is_used_by_a_template() -> None:
+    """No dead values: each leaf of values.yaml is read by a template (by its path, or by a
+    parent handed whole to toYaml)."""
+    with helm.Chart.load(CHART) as chart:
+        values = chart.values
+        sources = "\n".join(t["data"] for t in chart.templates)
+
+    def leaves(node: dict[str, Any], path: str) -> list[str]:
+        out: list[str] = []
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            out.extend(leaves(value, here) if isinstance(value, dict) and value else [here])
+        return out
+
+    def used(path: str) -> bool:
+        # The leaf itself, or a parent used whole (toYaml, with, range): not followed by ".".
+        parts = path.split(".")
+        for i in range(len(parts), 2, -1):
+            prefix = ".".join(parts[:i])
+            pattern = re.escape(prefix) + (r"(?![\w])" if i == len(parts) else r"(?![\w.])")
+            if re.search(pattern, sources):
+                return True
+        # pdb.yaml reads each component's pdb as (index $.Values $component).pdb.
+        return bool(re.fullmatch(r"\.Values\.(gateway|orchestrator|triton)\.pdb\..+", path)) and \
+            "(index $.Values $component).pdb" in sources
+
+    unused = [leaf for leaf in leaves(values, ".Values") if not used(leaf)]
+    assert not unused, unused
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: str, tmp_path: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from deploy.docker.triton_entry import main as triton_entry
+
+    command = pod_spec(find(render(profile_values(profile)), "Deployment", "-triton"))["containers"][0]["command"]
+    own = command[2:command.index("--")]  # after python3 and the script path
+    kind = own[own.index("--kind") + 1]
+    source = CHART.parents[2] / "model_repository"
+    target = tmp_path / "models"
+    triton_entry([*own[:own.index("--source")], "--source", str(source), "--target", str(target), "--kind", kind,
+                  "--dry-run"])
+    models = sorted(p.name for p in target.iterdir())
+    assert models == ["audio_features", "face_detection", "generator"]
+    for model in models:
+        config = text_format.Parse((target / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group}
+        assert kinds == {kind}
+        assert (target / model / "1" / "model.py").is_file()
