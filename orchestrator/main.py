@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from orchestrator.billing import NatsBilling
+from orchestrator.billing import BillingUnavailable, NatsBilling
 from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, run_job
@@ -113,8 +113,17 @@ class Orchestrator:
             reporter.status.output_duration_s = result.duration_s
             reporter.status.execution_time_ms = int((time.perf_counter() - started) * 1000)
             reporter.status.timings_ms.update(result.timings_ms)
-            await self._finish(request, reporter, "completed")
-            log.info("job %s completed in %d ms", request.job_id, reporter.status.execution_time_ms)
+            try:
+                await self._finish(request, reporter, "completed")
+            except BillingUnavailable as exc:
+                # Nothing was announced and the output is kept under the job's key: the
+                # redelivered attempt asks again (or the reaper fails the job).
+                log.warning("job %s: final state not recorded (%s); retrying", request.job_id, exc)
+                heartbeat.cancel()
+                await msg.nak(delay=RETRY_DELAY_S * attempt)
+                return
+            log.info("job %s %s in %d ms", request.job_id, reporter.status.status,
+                     reporter.status.execution_time_ms)
         finally:
             heartbeat.cancel()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -122,8 +131,36 @@ class Orchestrator:
         await msg.ack()
 
     async def _finish(self, request: lipsync_pb2.JobRequest, reporter: JobReporter, status: str) -> None:
-        await reporter.finish(status, request.resolution or "480p")
+        """Record the final state: first the gateway's one decision (a cancel or the reaper
+        may have won meanwhile), then the status, the settling event and the webhook."""
+        resolution = request.resolution or "480p"
+        proposed = lipsync_pb2.JobStatus()
+        proposed.CopyFrom(reporter.status)
+        proposed.status = status
+        try:
+            recorded = await self.res.billing.finalize(proposed, resolution)
+        except BillingUnavailable:
+            if status == "completed":
+                raise  # never announce an output the gateway has not charged for
+            log.warning("job %s: gateway unreachable; %s settles from the event", request.job_id, status)
+            recorded = status
+        if recorded != status:
+            log.info("job %s: %s lost to %s; dropping the result", request.job_id, status, recorded)
+            self._drop_result(reporter.status)
+            reporter.status.error_code = recorded if recorded == "canceled" else "internal_error"
+            if recorded == "failed":
+                reporter.status.error = "The job could not be processed; please try again later"
+            status = recorded
+        await reporter.finish(status, resolution)
         await self._announce(request, reporter.status, publish_event=False)
+
+    def _drop_result(self, status: lipsync_pb2.JobStatus) -> None:
+        if status.output_key:
+            self.res.storage.delete(status.output_key)
+        status.output_key = ""
+        status.output_duration_s = 0.0
+        status.execution_time_ms = 0
+        status.timings_ms.clear()
 
     async def _announce(self, request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus,
                         publish_event: bool = True) -> None:
