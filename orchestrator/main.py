@@ -13,8 +13,10 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -22,10 +24,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
+from orchestrator.batches import abandon
 from orchestrator.billing import BillingUnavailable, NatsBilling
 from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
-from orchestrator.pipeline import JobCanceled, JobResources, run_job
+from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
 from orchestrator.stages import TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
@@ -41,6 +44,8 @@ _LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 
 TERMINAL = ("completed", "failed", "canceled")
 RETRY_DELAY_S = 5.0
+DEADLINE_CHECK_S = 1.0
+DEADLINE_EXCEEDED = "deadline_exceeded"  # error_code of a job that ran past its time limit
 
 
 @dataclass
@@ -86,12 +91,12 @@ class Orchestrator:
             await msg.ack()
             return
 
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = asyncio.create_task(self._heartbeat(msg, reporter))
         self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.settings.scratch_root))
         started = time.perf_counter()
         try:
-            result = await run_job(request, reporter, self.res, scratch)
+            result = await self._within_deadline(run_job(request, reporter, self.res, scratch), reporter)
         except MediaError as exc:
             log.info("job %s failed: %s (%s)", request.job_id, exc.message, exc.code)
             reporter.status.error, reporter.status.error_code = exc.message, exc.code
@@ -174,11 +179,30 @@ class Orchestrator:
             await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url,
                                         request.webhook_secret, body)
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _within_deadline(self, work: Coroutine[Any, Any, JobResult], reporter: JobReporter) -> JobResult:
+        """Run the job until it finishes or its deadline passes: base + per-second x the
+        output's length, which is known once the job is priced (base alone before)."""
+        started = time.monotonic()
+        job = asyncio.ensure_future(work)
+        while True:
+            limit_s = (self.settings.job_deadline_base_s
+                       + self.settings.job_deadline_per_output_s * reporter.expected_duration_s)
+            remaining_s = started + limit_s - time.monotonic()
+            if remaining_s <= 0:
+                await abandon([job])
+                raise MediaError(DEADLINE_EXCEEDED, f"The job did not finish within its time limit of {limit_s:.0f} s")
+            done, _ = await asyncio.wait({job}, timeout=min(remaining_s, DEADLINE_CHECK_S))
+            if done:
+                return job.result()
+
+    async def _heartbeat(self, msg: Msg, reporter: JobReporter) -> None:
+        """Tell JetStream the job is alive (no redelivery) and the gateway's reaper too (the
+        status record's updated_at_ms)."""
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await msg.in_progress()
+                await reporter.touch()
             except Exception:  # the next beat tries again; a lost job is redelivered anyway
                 log.warning("heartbeat for a running job failed", exc_info=True)
 

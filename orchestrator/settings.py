@@ -29,6 +29,13 @@ class OrchestratorSettings(BaseSettings):
     max_download_mb: int = 500
     max_image_pixels: int = 40_000_000
     max_fps: float = 30.0
+    # Source video frames are decoded whole: limits on their size and rate (video_too_large).
+    max_video_pixels: int = 4096 * 2160
+    max_video_fps: float = 60.0
+    # A job that has not finished after base + per_output_s x its output length (seconds)
+    # fails with deadline_exceeded and is refunded, instead of heart-beating forever.
+    job_deadline_base_s: float = 300.0
+    job_deadline_per_output_s: float = 10.0
     image_fps: float = 25.0
 
     # JetStream delivery: a job not acked within ack_wait_s is redelivered, so a running

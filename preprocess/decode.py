@@ -1,8 +1,14 @@
 """Frame decoding with PyAV: images (EXIF orientation, any colour mode, size limits) and
-videos as a constant-rate stream of RGB frames at the output size, rotation applied; and a
-scratch-file store for decoded frames that are read back out of order."""
+videos as a constant-rate stream of RGB frames at the output size, rotation applied (in a
+child process, `python -m preprocess.decode`, so that a decoder crash fails the job, not the
+orchestrator); and a scratch-file store for decoded frames that are read back out of order."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +96,75 @@ def iter_video_frames(
         raise MediaError("unsupported_media", f"The video could not be decoded: {exc}") from exc
 
 
+def iter_video_frames_in_child(
+    path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0
+) -> Iterator[np.ndarray]:
+    """`iter_video_frames` run in a child process that streams raw RGB frames through a
+    pipe: the orchestrator holds one frame at a time, and a crash in the decoder (hostile
+    bytes) ends this job's video with a MediaError instead of ending the orchestrator."""
+    frame_bytes = size[0] * size[1] * 3
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "preprocess.decode", str(path), repr(fps), str(size[0]), str(size[1]),
+             str(rotation_deg)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        assert child.stdout is not None
+        try:
+            while True:
+                frame = np.empty((size[1], size[0], 3), np.uint8)
+                view, filled = memoryview(frame.data).cast("B"), 0
+                while filled < frame_bytes:
+                    count = child.stdout.readinto(view[filled:])
+                    if not count:
+                        break
+                    filled += count
+                if filled < frame_bytes:
+                    break
+                yield frame
+            code = child.wait()
+        finally:
+            if child.poll() is None:  # the consumer stopped early
+                child.kill()
+                child.wait()
+            child.stdout.close()
+        if code != 0:
+            errors.seek(0)
+            raise _child_error(code, errors.read()[-4000:].decode(errors="replace"))
+
+
+def _child_error(code: int, stderr: str) -> MediaError:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{"):
+            try:
+                reported = json.loads(line)
+                return MediaError(str(reported["code"]), str(reported["message"]))
+            except (ValueError, KeyError):
+                break
+    reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return MediaError("unsupported_media", f"The video could not be decoded (the decoder crashed, {reason})")
+
+
+def _decode_to_stdout(argv: list[str]) -> int:
+    """Child side: frames to the parent on a private copy of stdout (C libraries that print
+    to stdout would corrupt the stream, so fd 1 goes to stderr); a MediaError is reported
+    as one JSON line on stderr."""
+    path, fps, width, height, rotation = Path(argv[0]), float(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+    frames_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        for frame in iter_video_frames(path, fps, (width, height), rotation):
+            frames_out.write(np.ascontiguousarray(frame).data)
+        frames_out.flush()
+    except MediaError as exc:
+        print(json.dumps({"code": exc.code, "message": exc.message}), file=sys.stderr)
+        return 3
+    except BrokenPipeError:
+        return 0  # the parent stopped reading: it has the frames it wanted
+    return 0
+
+
 class FrameStore:
     """RGB frames of one size in a raw scratch file, appended in order and read back by
     index. Reads and writes are plain file I/O, not a memory map: the frames stay in the
@@ -129,3 +204,7 @@ class FrameStore:
             if source.readinto(frame.data) != self.frame_bytes:
                 raise OSError(f"{self.path} ends before frame {index}")
         return frame
+
+
+if __name__ == "__main__":
+    raise SystemExit(_decode_to_stdout(sys.argv[1:]))
