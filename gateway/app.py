@@ -3,6 +3,8 @@ lifespan migrates the database, then connects to NATS and starts the events cons
 the billing responder."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from gateway.billing.settlement import Outcome, finalize, raise_reservation, set
 from gateway.context import GatewayContext
 from gateway.metrics import JOBS_SETTLED, RESERVATIONS, ObserveRequests
 from gateway.settings import Settings
+from gateway.upkeep import reap_periodically
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
@@ -69,9 +72,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(ctx.db.migrate)
     ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
     await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _finalize_handler(ctx))
+    reaper = asyncio.create_task(reap_periodically(ctx))
     try:
         yield
     finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
         await ctx.bus.close()
         ctx.db.dispose()
 

@@ -38,6 +38,7 @@ from gateway.files import FileSigner
 from gateway.jobviews import JobView, read_owned_job
 from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
+from gateway.upkeep import require_free_disk
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ async def submit_job(ctx: GatewayContext, principal: Principal, submission: Subm
         )
     if not ctx.bus.ready:
         raise ApiError(503, "service_unavailable", "The job queue is unavailable; retry shortly")
+    require_free_disk(ctx)
 
     # 2. Record the job and reserve the minimum charge in one transaction.
     requested = submission.form_state.model_dump(mode="json", exclude_none=True)

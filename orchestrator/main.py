@@ -32,6 +32,7 @@ from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
 from orchestrator.stages import TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
+from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
 from postprocess.storage import LocalStorage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
 from preprocess import probe as probing
@@ -62,6 +63,7 @@ class Orchestrator:
         self.bus = bus
         self.res = resources
         self.webhooks = webhooks
+        self.scratch_root = settings.scratch_root  # serve() gives each process its own
 
     async def handle(self, msg: Msg) -> None:
         request = lipsync_pb2.JobRequest()
@@ -92,8 +94,8 @@ class Orchestrator:
             return
 
         heartbeat = asyncio.create_task(self._heartbeat(msg, reporter))
-        self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.settings.scratch_root))
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.scratch_root))
         started = time.perf_counter()
         try:
             result = await self._within_deadline(run_job(request, reporter, self.res, scratch), reporter)
@@ -219,6 +221,8 @@ class Orchestrator:
                                                durable=topology.ORCHESTRATOR_CONSUMER,
                                                stream=topology.JOBS_STREAM, config=config)
         while not stop.is_set():
+            if not await self._disk_has_room(stop):
+                continue
             try:
                 msgs = await sub.fetch(self.settings.concurrency, timeout=2.0)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises both kinds
@@ -234,6 +238,19 @@ class Orchestrator:
                     # redelivered, and this loop must keep consuming.
                     log.error("job message %s not settled; JetStream will redeliver it",
                               msg.subject, exc_info=outcome)
+
+
+    async def _disk_has_room(self, stop: asyncio.Event) -> bool:
+        """Jobs wait in the queue (untouched, no attempt spent) while the disk is nearly full."""
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        free = free_disk_bytes(self.scratch_root)
+        if free >= self.settings.min_free_disk_bytes:
+            return True
+        log.warning("only %d bytes free under %s (minimum %d); not taking jobs for %.0f s",
+                    free, self.scratch_root, self.settings.min_free_disk_bytes, self.settings.disk_wait_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.settings.disk_wait_s)
+        return False
 
 
 def release_heap() -> None:
@@ -263,8 +280,11 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),
     )
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
+    orchestrator.scratch_root = claim_scratch_root(settings.scratch_root)
     await probing.start_probe_worker()
-    tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop))]
+    tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop)),
+             asyncio.create_task(sweep_periodically(storage, settings.file_retention_s,
+                                                    settings.file_sweep_interval_s, stop))]
     log.info("orchestrator consuming %s (triton %s)", topology.JOBS_STREAM, settings.triton_url)
     await stop.wait()
     for task in tasks:
@@ -274,6 +294,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
             await task
     await stages.close()
     await probing.close_probe_worker()
+    shutil.rmtree(orchestrator.scratch_root, ignore_errors=True)
     await nc.drain()
 
 

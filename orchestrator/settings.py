@@ -38,6 +38,13 @@ class OrchestratorSettings(BaseSettings):
     job_deadline_per_output_s: float = 10.0
     image_fps: float = 25.0
 
+    # Disk: no job is taken while the scratch disk has less free space than this; uploads
+    # and outputs are deleted this long after they were written (swept every interval).
+    min_free_disk_bytes: int = 1024**3
+    disk_wait_s: float = 10.0
+    file_retention_s: float = 7 * 24 * 3600
+    file_sweep_interval_s: float = 3600.0
+
     # JetStream delivery: a job not acked within ack_wait_s is redelivered, so a running
     # job sends a heartbeat every heartbeat_s; after max_deliver attempts it is failed.
     ack_wait_s: float = 30.0

@@ -4,6 +4,7 @@ gateway uses to serve them. An S3-compatible backend will implement the same Pro
 (`local_path` then returns None and the gateway redirects to a presigned S3 URL instead)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -12,6 +13,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -53,6 +55,10 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the blob; deleting a missing key is not an error (idempotent)."""
+
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        """Remove every blob under `prefix` (e.g. "outputs/") last written before the
+        cutoff (seconds since the epoch); returns how many were removed."""
 
 
 class LocalStorage:
@@ -103,17 +109,38 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        top = self._path(prefix.rstrip("/"))
+        removed = 0
+        # Bottom-up, so that directories emptied here (an upload's uuid folder) go too;
+        # our own ".tmp-*" files of an interrupted write are swept as well.
+        for folder, _dirs, names in os.walk(top, topdown=False):
+            for name in names:
+                path = Path(folder) / name
+                try:
+                    if path.lstat().st_mtime < cutoff_epoch_s:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # removed meanwhile by another sweeper
+            if Path(folder) != top:
+                with contextlib.suppress(OSError):  # not empty: it keeps a newer file
+                    Path(folder).rmdir()
+        return removed
+
 
 class MemoryStorage:
     """Test double: blobs in a dict, with the same key rules as LocalStorage."""
 
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.written_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._lock:
             self.blobs[validate_key(key)] = bytes(data)
+            self.written_at[key] = time.time()
 
     def put_file(self, key: str, src: Path) -> None:
         self.put_bytes(key, Path(src).read_bytes())
@@ -141,6 +168,15 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         with self._lock:
             self.blobs.pop(validate_key(key), None)
+            self.written_at.pop(key, None)
+
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        with self._lock:
+            old = [k for k, at in self.written_at.items() if k.startswith(prefix) and at < cutoff_epoch_s]
+            for key in old:
+                self.blobs.pop(key, None)
+                self.written_at.pop(key, None)
+        return len(old)
 
 
 def _url_signature(key: str, expires_at: int, secret_key: bytes) -> str:

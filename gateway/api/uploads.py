@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway.api.deps import Caller, Ctx
 from gateway.api.errors import ApiError, invalid_request
 from gateway.jobs import iso_utc
+from gateway.upkeep import require_free_disk
 
 router = APIRouter(prefix="/api/v1", tags=["uploads"])
 
@@ -34,6 +35,7 @@ async def upload_media(request: Request, file: UploadFile, ctx: Ctx, caller: Cal
     declared = int(request.headers.get("content-length") or 0)
     if declared > cap + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, "payload_too_large", f"Uploads are limited to {cap} bytes")
+    require_free_disk(ctx)
     key = f"uploads/{uuid.uuid4()}/{safe_name(file.filename)}"
     path = ctx.signer.path_for(key)
     if path is None:
