@@ -59,6 +59,8 @@ def _finalize_handler(
         reply = await ctx.db.run_async(
             lambda s: finalize(s, ctx.prices, outcome, event.status.job_id)
         )
+        if reply.ok:
+            JOBS_SETTLED.labels(status=outcome.status).inc()
         log.info("job %s finalize as %s: %s", event.status.job_id, outcome.status,
                  "recorded" if reply.ok else f"lost to {reply.error_code}")
         return reply
