@@ -89,40 +89,44 @@ def _cancel_when(mesh: Mesh, key: str, job_id: str, progress: float) -> int:
     raise AssertionError(f"job {job_id} never got to {progress}")
 
 
-@pytest.mark.parametrize("progress", [0.9, 0.95, 0.97, 1.0])
-def test_cancel_at_the_end_is_never_free(
-    mesh: Mesh, media: MediaServer, receiver: WebhookReceiver, progress: float
-) -> None:
-    email, key = _account(mesh)
-    with mesh.client(key) as client:
-        answer = client.post("/api/v1/lipsync-image", json={
-            "webhook": f"{receiver.url}/late-cancel",
-            "formState": {"image": f"{media.url}/portrait_photo_b.png", "audio": f"{media.url}/speech_en_3.wav"}})
-    assert answer.status_code == 200, answer.text
-    job_id = answer.json()["id"]
-    canceled = _cancel_when(mesh, key, job_id, progress)
-    job = mesh.wait_job(job_id, key=key, timeout_s=240)
-    output_file = Path(mesh.home) / "storage" / "outputs" / f"{job_id}.mp4"
-    deadline = time.monotonic() + 30
-    while not receiver.for_job(job_id) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)  # a second, contradicting delivery would arrive by now
-    deliveries = [d.json for d in receiver.for_job(job_id)]
-    assert deliveries, "no webhook"
-    if canceled == 200:
-        assert job["status"] == "canceled" and job["output"] is None, job
-        assert not output_file.exists()
-        assert all(d["status"] == "canceled" and d["output"] is None for d in deliveries), deliveries
-        assert _settled_balance(mesh, email, CREDITS) == CREDITS
-    else:
-        assert canceled == 409
-        assert job["status"] == "completed" and job["output"], job
-        assert output_file.exists()
-        assert all(d["status"] == "completed" and d["output"] for d in deliveries), deliveries
+def test_cancel_at_the_end_is_never_free(mesh: Mesh, media: MediaServer, receiver: WebhookReceiver) -> None:
+    """Cancels sent ever later in 8 s jobs, the last ones in the encode stage or after; the
+    exact encode window is held open in tests/integration/test_job_final_state.py."""
+    outcomes = []
+    for progress in (0.5, 0.85, 0.93, 1.0):
+        email, key = _account(mesh)
+        with mesh.client(key) as client:
+            answer = client.post("/api/v1/lipsync-image", json={
+                "webhook": f"{receiver.url}/late-cancel",
+                "formState": {"image": f"{media.url}/portrait_photo_b.png",
+                              "audio": f"{media.url}/speech_en_1.wav"}})
+        assert answer.status_code == 200, answer.text
+        job_id = answer.json()["id"]
+        canceled = _cancel_when(mesh, key, job_id, progress)
+        job = mesh.wait_job(job_id, key=key, timeout_s=240)
+        outcomes.append((progress, canceled, job["status"]))
+        output_file = Path(mesh.home) / "storage" / "outputs" / f"{job_id}.mp4"
         deadline = time.monotonic() + 30
-        while _balance(mesh, email) == CREDITS and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert _balance(mesh, email) < CREDITS  # charged
+        while not receiver.for_job(job_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # a second, contradicting delivery would arrive by now
+        deliveries = [d.json for d in receiver.for_job(job_id)]
+        assert deliveries, "no webhook"
+        if canceled == 200:
+            assert job["status"] == "canceled" and job["output"] is None, job
+            assert not output_file.exists()
+            assert all(d["status"] == "canceled" and d["output"] is None for d in deliveries), deliveries
+            assert _settled_balance(mesh, email, CREDITS) == CREDITS
+        else:
+            assert canceled == 409
+            assert job["status"] == "completed" and job["output"], job
+            assert output_file.exists()
+            assert all(d["status"] == "completed" and d["output"] for d in deliveries), deliveries
+            deadline = time.monotonic() + 30
+            while _balance(mesh, email) == CREDITS and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert _balance(mesh, email) < CREDITS  # charged
+    assert any(status == "canceled" for _, _, status in outcomes), outcomes
     assert httpx.get(f"{mesh.url}/readyz", timeout=10).status_code == 200
 
 
