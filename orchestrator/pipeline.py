@@ -5,6 +5,7 @@ ours and the job is retried by redelivery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from postprocess.storage import Storage
 from preprocess import probe as probing
 from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_audio, loudness_gain, mix_tracks,
                              write_track)
-from preprocess.decode import iter_video_frames_in_child, load_image, output_size, resize_rgb
+from preprocess.decode import VideoDecoder, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
 
@@ -88,27 +89,32 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
     settings = res.settings
     short_side = SHORT_SIDES.get(request.resolution or "480p", 480)
 
-    # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
-    await reporter.stage("download", 0.02)
-    with timer("download"):
-        files = await _download(request, res, scratch)
+    with contextlib.ExitStack() as cleanup:
+        # A dub's video decoder (a child process) starts now: its start-up overlaps the download.
+        decoder = cleanup.enter_context(VideoDecoder()) if request.model == "lipsync-video" else None
 
-    # 2. Decode the speech (normalised) and check the limits before any heavy work.
-    await reporter.stage("analysis", 0.08)
-    with timer("analysis"):
-        voices = {}
-        for role, path in files.items():
-            if role in AUDIO_ROLES or role.startswith("audios."):
-                # Open the container in a child process first: a decoder crash on hostile
-                # bytes then fails this job instead of taking the orchestrator down.
-                info = await probing.probe(path, "audio")
-                if not info.has_audio:
-                    raise MediaError("no_audio_stream", "The audio file has no audio stream")
-                voices[role] = await asyncio.to_thread(_load_voice, path, settings)
+        # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
+        await reporter.stage("download", 0.02)
+        with timer("download"):
+            files = await _download(request, res, scratch)
 
-    if request.model == "lipsync-video":
-        return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer)
-    return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
+        # 2. Decode the speech (normalised) and check the limits before any heavy work.
+        await reporter.stage("analysis", 0.08)
+        with timer("analysis"):
+            voices = {}
+            for role, path in files.items():
+                if role in AUDIO_ROLES or role.startswith("audios."):
+                    # Open the container in a child process first: a decoder crash on hostile
+                    # bytes then fails this job instead of taking the orchestrator down.
+                    info = await probing.probe(path, "audio")
+                    if not info.has_audio:
+                        raise MediaError("no_audio_stream", "The audio file has no audio stream")
+                    voices[role] = await asyncio.to_thread(_load_voice, path, settings)
+
+        if decoder is not None:
+            return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer,
+                                    decoder)
+        return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
 
 
 async def _download(request: lipsync_pb2.JobRequest, res: JobResources, scratch: Path) -> dict[str, Path]:
@@ -293,7 +299,7 @@ def _conversation(voices: list[Voice], order: str, scratch: Path) -> tuple[list[
 
 async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
                      scratch: Path, files: dict[str, Path], voice: Voice, short_side: int,
-                     timer: StageTimer) -> JobResult:
+                     timer: StageTimer, decoder: VideoDecoder) -> JobResult:
     settings = res.settings
     with timer("analysis"):
         # 3. Probe the video (in a child process) and check the limits.
@@ -321,7 +327,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
             await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
         async with _background(_speech(res, voice.features, fps, split=False)) as speech:
             source = await track_video(
-                iter_video_frames_in_child(files["video"], fps, size, info.rotation_deg), source_frames,
+                decoder.frames(files["video"], fps, size, info.rotation_deg), source_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
             params, _energy = await speech
 

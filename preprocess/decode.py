@@ -4,6 +4,8 @@ child process, `python -m preprocess.decode`, so that a decoder crash fails the 
 orchestrator); and a scratch-file store for decoded frames that are read back out of order."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -17,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from preprocess.errors import MediaError
+
+PIPE_BYTES = 1024 * 1024
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -96,21 +100,39 @@ def iter_video_frames(
         raise MediaError("unsupported_media", f"The video could not be decoded: {exc}") from exc
 
 
-def iter_video_frames_in_child(
-    path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0
-) -> Iterator[np.ndarray]:
-    """`iter_video_frames` run in a child process that streams raw RGB frames through a
-    pipe: the orchestrator holds one frame at a time, and a crash in the decoder (hostile
-    bytes) ends this job's video with a MediaError instead of ending the orchestrator."""
-    frame_bytes = size[0] * size[1] * 3
-    with tempfile.TemporaryFile() as errors:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "preprocess.decode", str(path), repr(fps), str(size[0]), str(size[1]),
-             str(rotation_deg)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+class VideoDecoder:
+    """A child process that decodes one video (`iter_video_frames`) and streams its raw RGB
+    frames through a pipe: the orchestrator holds one frame at a time, and a crash in the
+    decoder (hostile bytes) ends this job's video with a MediaError instead of ending the
+    orchestrator. Start it ahead of need: its Python and PyAV start-up (about a second on a
+    busy machine) then overlaps the job's download and analysis."""
+
+    def __init__(self) -> None:
+        self._errors = tempfile.TemporaryFile()
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "preprocess.decode"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
             cwd=str(Path(__file__).resolve().parent.parent),
         )
-        assert child.stdout is not None
+        assert self._child.stdout is not None
+        _widen_pipe(self._child.stdout.fileno())
+
+    def __enter__(self) -> "VideoDecoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frames(self, path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0) -> Iterator[np.ndarray]:
+        child = self._child
+        assert child.stdin is not None and child.stdout is not None
+        request = {"path": str(path), "fps": fps, "size": list(size), "rotation_deg": rotation_deg}
+        try:
+            child.stdin.write(json.dumps(request).encode() + b"\n")
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # it died before the request: reported from its exit status below
+        frame_bytes = size[0] * size[1] * 3
         try:
             while True:
                 frame = np.empty((size[1], size[0], 3), np.uint8)
@@ -125,13 +147,36 @@ def iter_video_frames_in_child(
                 yield frame
             code = child.wait()
         finally:
-            if child.poll() is None:  # the consumer stopped early
-                child.kill()
-                child.wait()
-            child.stdout.close()
+            self.close()
         if code != 0:
-            errors.seek(0)
-            raise _child_error(code, errors.read()[-4000:].decode(errors="replace"))
+            self._errors.seek(0)
+            stderr = self._errors.read()[-4000:].decode(errors="replace")
+            raise _child_error(code, stderr)
+
+    def close(self) -> None:
+        """Stop the child if it still runs (the consumer stopped early, or never asked)."""
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        for stream in (self._child.stdin, self._child.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+
+
+def iter_video_frames_in_child(
+    path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0
+) -> Iterator[np.ndarray]:
+    """`iter_video_frames` in a child process started now (see VideoDecoder)."""
+    return VideoDecoder().frames(path, fps, size, rotation_deg)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe (Linux) instead of 64 KiB: a frame crosses in a few wake-ups, not dozens."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(fd, set_size, PIPE_BYTES)
 
 
 def _child_error(code: int, stderr: str) -> MediaError:
@@ -146,15 +191,20 @@ def _child_error(code: int, stderr: str) -> MediaError:
     return MediaError("unsupported_media", f"The video could not be decoded (the decoder crashed, {reason})")
 
 
-def _decode_to_stdout(argv: list[str]) -> int:
-    """Child side: frames to the parent on a private copy of stdout (C libraries that print
-    to stdout would corrupt the stream, so fd 1 goes to stderr); a MediaError is reported
-    as one JSON line on stderr."""
-    path, fps, width, height, rotation = Path(argv[0]), float(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
+def _decode_to_stdout() -> int:
+    """Child side: one JSON request line on stdin, then the frames to the parent on a
+    private copy of stdout (C libraries that print to stdout would corrupt the stream, so
+    fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
     frames_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the parent never needed us
+    request = json.loads(line)
+    width, height = request["size"]
     try:
-        for frame in iter_video_frames(path, fps, (width, height), rotation):
+        for frame in iter_video_frames(Path(request["path"]), float(request["fps"]), (int(width), int(height)),
+                                       int(request["rotation_deg"])):
             frames_out.write(np.ascontiguousarray(frame).data)
         frames_out.flush()
     except MediaError as exc:
@@ -207,4 +257,4 @@ class FrameStore:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_decode_to_stdout(sys.argv[1:]))
+    raise SystemExit(_decode_to_stdout())
