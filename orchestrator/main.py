@@ -186,16 +186,20 @@ class Orchestrator:
         output's length, which is known once the job is priced (base alone before)."""
         started = time.monotonic()
         job = asyncio.ensure_future(work)
-        while True:
-            limit_s = (self.settings.job_deadline_base_s
-                       + self.settings.job_deadline_per_output_s * reporter.expected_duration_s)
-            remaining_s = started + limit_s - time.monotonic()
-            if remaining_s <= 0:
+        try:
+            while True:
+                limit_s = (self.settings.job_deadline_base_s
+                           + self.settings.job_deadline_per_output_s * reporter.expected_duration_s)
+                remaining_s = started + limit_s - time.monotonic()
+                if remaining_s <= 0:
+                    raise MediaError(DEADLINE_EXCEEDED,
+                                     f"The job did not finish within its time limit of {limit_s:.0f} s")
+                done, _ = await asyncio.wait({job}, timeout=min(remaining_s, DEADLINE_CHECK_S))
+                if done:
+                    return job.result()
+        finally:
+            if not job.done():  # past the deadline, or this handler itself was cancelled
                 await abandon([job])
-                raise MediaError(DEADLINE_EXCEEDED, f"The job did not finish within its time limit of {limit_s:.0f} s")
-            done, _ = await asyncio.wait({job}, timeout=min(remaining_s, DEADLINE_CHECK_S))
-            if done:
-                return job.result()
 
     async def _heartbeat(self, msg: Msg, reporter: JobReporter) -> None:
         """Tell JetStream the job is alive (no redelivery) and the gateway's reaper too (the
