@@ -3,6 +3,8 @@ lifespan migrates the database, then connects to NATS and starts the events cons
 the billing responder."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,10 +17,11 @@ from gateway.api import account, health, uploads
 from gateway.api import jobs as job_routes
 from gateway.api.deps import document_bearer_auth
 from gateway.api.errors import install_error_handlers
-from gateway.billing.settlement import Outcome, raise_reservation, settle
+from gateway.billing.settlement import Outcome, finalize, raise_reservation, settle
 from gateway.context import GatewayContext
 from gateway.metrics import JOBS_SETTLED, RESERVATIONS, ObserveRequests
 from gateway.settings import Settings
+from gateway.upkeep import reap_periodically
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
@@ -48,16 +51,37 @@ def _reserve_handler(
     return on_reserve
 
 
+def _finalize_handler(
+    ctx: GatewayContext,
+) -> Callable[[lipsync_pb2.JobEvent], Awaitable[lipsync_pb2.ReserveReply]]:
+    async def on_finalize(event: lipsync_pb2.JobEvent) -> lipsync_pb2.ReserveReply:
+        outcome = Outcome.from_status(event.status)
+        reply = await ctx.db.run_async(
+            lambda s: finalize(s, ctx.prices, outcome, event.status.job_id)
+        )
+        if reply.ok:
+            JOBS_SETTLED.labels(status=outcome.status).inc()
+        log.info("job %s finalize as %s: %s", event.status.job_id, outcome.status,
+                 "recorded" if reply.ok else f"lost to {reply.error_code}")
+        return reply
+
+    return on_finalize
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: GatewayContext = app.state.gateway
     await run_in_threadpool(ctx.db.migrate)
     ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
     await run_in_threadpool(ctx.storage.check)  # e.g. an S3 bucket that does not exist
-    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx))
+    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _finalize_handler(ctx))
+    reaper = asyncio.create_task(reap_periodically(ctx))
     try:
         yield
     finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
         await ctx.bus.close()
         ctx.db.dispose()
 

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[None]]
 ReserveHandler = Callable[[lipsync_pb2.ReserveRequest], Awaitable[lipsync_pb2.ReserveReply]]
+FinalizeHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[lipsync_pb2.ReserveReply]]
 
 RESPONDER_QUEUE = "lipsyncd-gateway"
 EVENTS_BATCH = 16
@@ -49,6 +50,10 @@ class BusUnavailableError(Exception):
     pass
 
 
+class PublishUncertainError(BusUnavailableError):
+    """A publish timed out: JetStream may have stored the job all the same."""
+
+
 class JobBus:
     """One NATS connection; `start` keeps retrying in the background until NATS answers."""
 
@@ -63,6 +68,7 @@ class JobBus:
         self._control_kv: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+        self._on_finalize: FinalizeHandler | None = None
 
     @property
     def ready(self) -> bool:
@@ -73,7 +79,9 @@ class JobBus:
             await asyncio.wait_for(self._ready.wait(), timeout_s)
         return self.ready
 
-    async def start(self, on_event: EventHandler, on_reserve: ReserveHandler) -> None:
+    async def start(self, on_event: EventHandler, on_reserve: ReserveHandler,
+                    on_finalize: FinalizeHandler | None = None) -> None:
+        self._on_finalize = on_finalize
         self._tasks.append(asyncio.create_task(self._connect_and_serve(on_event, on_reserve)))
 
     async def close(self) -> None:
@@ -124,6 +132,12 @@ class JobBus:
             queue=RESPONDER_QUEUE,
             cb=functools.partial(self._answer_reserve, on_reserve=on_reserve),
         )
+        if self._on_finalize is not None:
+            await self._nc.subscribe(
+                topology.BILLING_FINALIZE_SUBJECT,
+                queue=RESPONDER_QUEUE,
+                cb=functools.partial(self._answer_finalize, on_finalize=self._on_finalize),
+            )
         subscription = await self._js.pull_subscribe(
             f"{topology.EVENTS_SUBJECT_PREFIX}.>",
             durable=topology.GATEWAY_EVENTS_CONSUMER,
@@ -179,6 +193,18 @@ class JobBus:
         if message.reply:
             await message.respond(reply.SerializeToString())
 
+    async def _answer_finalize(self, message: Msg, on_finalize: FinalizeHandler) -> None:
+        try:
+            reply = await on_finalize(lipsync_pb2.JobEvent.FromString(message.data))
+        except DecodeError:
+            reply = lipsync_pb2.ReserveReply(ok=False, error_code=ErrorCode.BAD_REQUEST, error="undecodable")
+        except Exception:
+            # No reply at all: the orchestrator times out and asks again later.
+            log.exception("finalize request on %s failed", message.subject)
+            return
+        if message.reply:
+            await message.respond(reply.SerializeToString())
+
     def _require(self) -> JetStreamContext:
         if not self.ready or self._js is None:
             raise BusUnavailableError("job bus is not connected")
@@ -193,7 +219,9 @@ class JobBus:
                 request.SerializeToString(),
                 headers={"Nats-Msg-Id": request.job_id},
             )
-        except (nats.errors.Error, TimeoutError) as exc:
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise PublishUncertainError(f"publish timed out: {exc!r}") from exc
+        except nats.errors.Error as exc:
             raise BusUnavailableError(str(exc)) from exc
 
     async def read_status(self, job_id: str) -> lipsync_pb2.JobStatus | None:

@@ -31,12 +31,13 @@ from gateway.billing.settlement import (
     Outcome,
     settle,
 )
-from gateway.bus import BusUnavailableError
+from gateway.bus import BusUnavailableError, PublishUncertainError
 from gateway.context import GatewayContext
 from gateway.files import FileSigner
 from gateway.jobviews import JobView, read_owned_job
 from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
+from gateway.upkeep import require_free_disk
 from proto import lipsync_pb2
 from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime
 from proto.vocabulary import ErrorCode
@@ -87,6 +88,7 @@ async def submit_job(ctx: GatewayContext, principal: Principal, submission: Subm
         )
     if not ctx.bus.ready:
         raise ApiError(503, ErrorCode.SERVICE_UNAVAILABLE, "The job queue is unavailable; retry shortly")
+    require_free_disk(ctx)
 
     # 2. Record the job and reserve the minimum charge in one transaction.
     requested = submission.form_state.model_dump(mode="json", exclude_none=True)
@@ -203,13 +205,21 @@ def job_request(session: Session, job: Job) -> lipsync_pb2.JobRequest:
 
 
 async def _publish_or_fail(ctx: GatewayContext, request: lipsync_pb2.JobRequest) -> None:
+    uncertain = False
     for attempt in range(PUBLISH_ATTEMPTS):
         try:
             await ctx.bus.publish_job(request)
             return
         except BusUnavailableError as exc:
+            uncertain = uncertain or isinstance(exc, PublishUncertainError)
             log.warning("publishing job %s failed (attempt %d): %s", request.job_id, attempt + 1, exc)
             await asyncio.sleep(PUBLISH_BACKOFF_S * 2**attempt)
+    if uncertain:
+        # A timed-out publish may have been stored and may still run: refunding now could
+        # give it away. Keep the reservation; if it never runs, the reaper fails and refunds
+        # it once its deadline passes (a replay with the same Idempotency-Key publishes again).
+        log.error("job %s may not be queued; the reaper settles it if it never runs", request.job_id)
+        return
     # Nobody will run it: fail it and give the credits back rather than keep them.
     outcome = Outcome(status=FAILED, error="Could not queue the job", error_code=ErrorCode.INTERNAL_ERROR)
     await ctx.db.run_async(lambda s: settle(s, ctx.prices, request.job_id, outcome))

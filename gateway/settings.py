@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     # (this process only), or "auto": the database when it is PostgreSQL or scale_out is set.
     rate_limit_store: Literal["auto", "memory", "database"] = "auto"
     access_log: bool = False  # one log line per request costs CPU under load
+    # The reaper (every reaper_interval_s) fails and refunds a processing job whose
+    # heartbeat stopped reaper_stale_s ago, or that never started within reaper_queued_s.
+    reaper_interval_s: float = 60.0
+    reaper_stale_s: float = 600.0
+    reaper_queued_s: float = 6 * 3600.0
+    # Uploads and job submissions answer 503 while the storage disk has less free space.
+    min_free_disk_bytes: int = 1024**3
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
     admin_app_credits: int = 1000

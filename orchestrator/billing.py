@@ -1,5 +1,7 @@
 """The orchestrator's side of pricing: once the media has been probed, it asks the gateway
-(which owns the ledger) to raise the job's reservation to the real price."""
+(which owns the ledger) to raise the job's reservation to the real price; when the job is
+done, it asks the gateway to record the final state before announcing it, so that a late
+cancel and a completion cannot both win."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -9,7 +11,7 @@ from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
-from proto.vocabulary import ErrorCode
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode
 
 
 class BillingUnavailable(Exception):
@@ -18,6 +20,10 @@ class BillingUnavailable(Exception):
 
 class Billing(Protocol):
     async def reserve(self, job_id: str, output_duration_s: float, resolution: str) -> None: ...
+
+    async def finalize(self, status: lipsync_pb2.JobStatus, resolution: str) -> str:
+        """Ask for `status` to become the job's final state: returns the state the gateway
+        recorded (the asked one, or the one that won before, e.g. "canceled")."""
 
 
 class NatsBilling:
@@ -40,6 +46,21 @@ class NatsBilling:
                              reply.error or "Not enough credits for this video")
 
 
+    async def finalize(self, status: lipsync_pb2.JobStatus, resolution: str) -> str:
+        event = lipsync_pb2.JobEvent(status=status, resolution=resolution)
+        try:
+            msg = await self._nc.request(topology.BILLING_FINALIZE_SUBJECT,
+                                         event.SerializeToString(), timeout=self._timeout_s)
+        except (NatsTimeoutError, NoRespondersError) as exc:
+            raise BillingUnavailable(f"gateway did not answer the finalize request: {exc!r}") from exc
+        reply = lipsync_pb2.ReserveReply.FromString(msg.data)
+        if reply.ok:
+            return status.status
+        if reply.error_code in TERMINAL_STATUSES:
+            return reply.error_code
+        raise BillingUnavailable(f"finalize refused: {reply.error_code} {reply.error}")
+
+
 class FreeBilling:
     """Test double: every reservation succeeds."""
 
@@ -48,3 +69,6 @@ class FreeBilling:
 
     async def reserve(self, job_id: str, output_duration_s: float, resolution: str) -> None:
         self.calls.append((job_id, output_duration_s, resolution))
+
+    async def finalize(self, status: lipsync_pb2.JobStatus, resolution: str) -> str:
+        return status.status

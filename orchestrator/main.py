@@ -13,8 +13,10 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.msg import Msg
@@ -22,13 +24,15 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.kv import KeyValue
 
-from orchestrator.billing import NatsBilling
+from orchestrator.batches import abandon
+from orchestrator.billing import BillingUnavailable, NatsBilling
 from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
-from orchestrator.pipeline import JobCanceled, JobResources, run_job
+from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
 from orchestrator.stages import StageRequestError, StageUnavailable, TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
+from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
 from postprocess.storage import StorageUnavailable, open_storage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
 from preprocess import probe as probing
@@ -45,6 +49,7 @@ _LIBC = ctypes.CDLL(_LIBC_NAME) if _LIBC_NAME else None
 RETRY_DELAY_S = 5.0
 STAGE_CONFIG_ATTEMPTS = 30
 STAGE_CONFIG_RETRY_S = 2.0
+DEADLINE_CHECK_S = 1.0
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Orchestrator:
         self.bus = bus
         self.res = resources
         self.webhooks = webhooks
+        self.scratch_root = settings.scratch_root  # serve() gives each process its own
 
     async def handle(self, msg: Msg) -> None:
         request = lipsync_pb2.JobRequest()
@@ -90,12 +96,12 @@ class Orchestrator:
             await msg.ack()
             return
 
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
-        self.settings.scratch_root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.settings.scratch_root))
+        heartbeat = asyncio.create_task(self._heartbeat(msg, reporter))
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.scratch_root))
         started = time.perf_counter()
         try:
-            result = await run_job(request, reporter, self.res, scratch)
+            result = await self._within_deadline(run_job(request, reporter, self.res, scratch), reporter)
         except MediaError as exc:
             if exc.code == ErrorCode.CANCELED:  # the gateway refused to bill a canceled job
                 log.info("job %s canceled (seen at billing)", request.job_id)
@@ -123,8 +129,17 @@ class Orchestrator:
             reporter.status.output_duration_s = result.duration_s
             reporter.status.execution_time_ms = int((time.perf_counter() - started) * 1000)
             reporter.status.timings_ms.update(result.timings_ms)
-            await self._finish(request, reporter, JobStatus.COMPLETED)
-            log.info("job %s completed in %d ms", request.job_id, reporter.status.execution_time_ms)
+            try:
+                await self._finish(request, reporter, JobStatus.COMPLETED)
+            except BillingUnavailable as exc:
+                # Nothing was announced and the output is kept under the job's key: the
+                # redelivered attempt asks again (or the reaper fails the job).
+                log.warning("job %s: final state not recorded (%s); retrying", request.job_id, exc)
+                heartbeat.cancel()
+                await msg.nak(delay=RETRY_DELAY_S * attempt)
+                return
+            log.info("job %s %s in %d ms", request.job_id, reporter.status.status,
+                     reporter.status.execution_time_ms)
         finally:
             heartbeat.cancel()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -132,8 +147,40 @@ class Orchestrator:
         await msg.ack()
 
     async def _finish(self, request: lipsync_pb2.JobRequest, reporter: JobReporter, status: str) -> None:
-        await reporter.finish(status, request.resolution or DEFAULT_RESOLUTION)
+        """Record the final state: first the gateway's one decision (a cancel or the reaper
+        may have won meanwhile), then the status, the settling event and the webhook."""
+        resolution = request.resolution or DEFAULT_RESOLUTION
+        proposed = lipsync_pb2.JobStatus()
+        proposed.CopyFrom(reporter.status)
+        proposed.status = status
+        try:
+            recorded = await self.res.billing.finalize(proposed, resolution)
+        except BillingUnavailable:
+            if status == JobStatus.COMPLETED:
+                raise  # never announce an output the gateway has not charged for
+            log.warning("job %s: gateway unreachable; %s settles from the event", request.job_id, status)
+            recorded = status
+        if recorded != status:
+            log.info("job %s: %s lost to %s; dropping the result", request.job_id, status, recorded)
+            self._drop_result(reporter.status)
+            if recorded == JobStatus.CANCELED:
+                reporter.status.error_code = ErrorCode.CANCELED
+                await reporter.is_canceled()  # reads the moment of the cancel, for completed_at
+            else:
+                reporter.status.error_code = ErrorCode.INTERNAL_ERROR
+            if recorded == JobStatus.FAILED:
+                reporter.status.error = "The job could not be processed; please try again later"
+            status = recorded
+        await reporter.finish(status, resolution)
         await self._announce(request, reporter.status, publish_event=False)
+
+    def _drop_result(self, status: lipsync_pb2.JobStatus) -> None:
+        if status.output_key:
+            self.res.storage.delete(status.output_key)
+        status.output_key = ""
+        status.output_duration_s = 0.0
+        status.execution_time_ms = 0
+        status.timings_ms.clear()
 
     async def _announce(self, request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus,
                         publish_event: bool = True) -> None:
@@ -148,11 +195,34 @@ class Orchestrator:
             await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url,
                                         request.webhook_secret, body)
 
-    async def _heartbeat(self, msg: Msg) -> None:
+    async def _within_deadline(self, work: Coroutine[Any, Any, JobResult], reporter: JobReporter) -> JobResult:
+        """Run the job until it finishes or its deadline passes: base + per-second x the
+        output's length, which is known once the job is priced (base alone before)."""
+        started = time.monotonic()
+        job = asyncio.ensure_future(work)
+        try:
+            while True:
+                limit_s = (self.settings.job_deadline_base_s
+                           + self.settings.job_deadline_per_output_s * reporter.expected_duration_s)
+                remaining_s = started + limit_s - time.monotonic()
+                if remaining_s <= 0:
+                    raise MediaError(ErrorCode.DEADLINE_EXCEEDED,
+                                     f"The job did not finish within its time limit of {limit_s:.0f} s")
+                done, _ = await asyncio.wait({job}, timeout=min(remaining_s, DEADLINE_CHECK_S))
+                if done:
+                    return job.result()
+        finally:
+            if not job.done():  # past the deadline, or this handler itself was cancelled
+                await abandon([job])
+
+    async def _heartbeat(self, msg: Msg, reporter: JobReporter) -> None:
+        """Tell JetStream the job is alive (no redelivery) and the gateway's reaper too (the
+        status record's updated_at_ms)."""
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await msg.in_progress()
+                await reporter.touch()
             except Exception:  # the next beat tries again; a lost job is redelivered anyway
                 log.warning("heartbeat for a running job failed", exc_info=True)
 
@@ -169,6 +239,8 @@ class Orchestrator:
                                                durable=topology.ORCHESTRATOR_CONSUMER,
                                                stream=topology.JOBS_STREAM, config=config)
         while not stop.is_set():
+            if not await self._disk_has_room(stop):
+                continue
             try:
                 msgs = await sub.fetch(self.settings.concurrency, timeout=2.0)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises both kinds
@@ -184,6 +256,19 @@ class Orchestrator:
                     # redelivered, and this loop must keep consuming.
                     log.error("job message %s not settled; JetStream will redeliver it",
                               msg.subject, exc_info=outcome)
+
+
+    async def _disk_has_room(self, stop: asyncio.Event) -> bool:
+        """Jobs wait in the queue (untouched, no attempt spent) while the disk is nearly full."""
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        free = free_disk_bytes(self.scratch_root)
+        if free >= self.settings.min_free_disk_bytes:
+            return True
+        log.warning("only %d bytes free under %s (minimum %d); not taking jobs for %.0f s",
+                    free, self.scratch_root, self.settings.min_free_disk_bytes, self.settings.disk_wait_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), self.settings.disk_wait_s)
+        return False
 
 
 def release_heap() -> None:
@@ -231,8 +316,11 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),
     )
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
+    orchestrator.scratch_root = claim_scratch_root(settings.scratch_root)
     await probing.start_probe_worker()
-    tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop))]
+    tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop)),
+             asyncio.create_task(sweep_periodically(storage, settings.file_retention_s,
+                                                    settings.file_sweep_interval_s, stop))]
     log.info("orchestrator consuming %s (triton %s)", topology.JOBS_STREAM, settings.triton_url)
     await stop.wait()
     for task in tasks:
@@ -242,6 +330,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
             await task
     await stages.close()
     await probing.close_probe_worker()
+    shutil.rmtree(orchestrator.scratch_root, ignore_errors=True)
     await nc.drain()
 
 

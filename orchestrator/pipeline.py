@@ -5,6 +5,7 @@ ours and the job is retried by redelivery."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from postprocess.storage import Storage
 from preprocess import probe as probing
 from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_audio, loudness_gain, mix_tracks,
                              write_track)
-from preprocess.decode import iter_video_frames, load_image, output_size, resize_rgb
+from preprocess.decode import VideoDecoder, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
 from proto.vocabulary import DEFAULT_RESOLUTION, ErrorCode, Model, Resolution
@@ -90,27 +91,32 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
     settings = res.settings
     short_side = SHORT_SIDES.get(request.resolution or DEFAULT_RESOLUTION, 480)
 
-    # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
-    await reporter.stage("download", 0.02)
-    with timer("download"):
-        files = await _download(request, res, scratch)
+    with contextlib.ExitStack() as cleanup:
+        # A dub's video decoder (a child process) starts now: its start-up overlaps the download.
+        decoder = cleanup.enter_context(VideoDecoder()) if request.model == Model.VIDEO else None
 
-    # 2. Decode the speech (normalised) and check the limits before any heavy work.
-    await reporter.stage("analysis", 0.08)
-    with timer("analysis"):
-        voices = {}
-        for role, path in files.items():
-            if role in AUDIO_ROLES or role.startswith("audios."):
-                # Open the container in a child process first: a decoder crash on hostile
-                # bytes then fails this job instead of taking the orchestrator down.
-                info = await probing.probe(path, "audio")
-                if not info.has_audio:
-                    raise MediaError(ErrorCode.NO_AUDIO_STREAM, "The audio file has no audio stream")
-                voices[role] = _load_voice(path, settings)
+        # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
+        await reporter.stage("download", 0.02)
+        with timer("download"):
+            files = await _download(request, res, scratch)
 
-    if request.model == Model.VIDEO:
-        return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer)
-    return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
+        # 2. Decode the speech (normalised) and check the limits before any heavy work.
+        await reporter.stage("analysis", 0.08)
+        with timer("analysis"):
+            voices = {}
+            for role, path in files.items():
+                if role in AUDIO_ROLES or role.startswith("audios."):
+                    # Open the container in a child process first: a decoder crash on hostile
+                    # bytes then fails this job instead of taking the orchestrator down.
+                    info = await probing.probe(path, "audio")
+                    if not info.has_audio:
+                        raise MediaError(ErrorCode.NO_AUDIO_STREAM, "The audio file has no audio stream")
+                    voices[role] = await asyncio.to_thread(_load_voice, path, settings)
+
+        if decoder is not None:
+            return await _dub_video(request, reporter, res, scratch, files, voices["audio"], short_side, timer,
+                                    decoder)
+        return await _talking_image(request, reporter, res, scratch, files, voices, short_side, timer)
 
 
 async def _download(request: lipsync_pb2.JobRequest, res: JobResources, scratch: Path) -> dict[str, Path]:
@@ -209,8 +215,9 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         starts, duration_s = _turns(ordered, order)
         frame_count = max(1, math.ceil(duration_s * fps))
 
-        # 4. Price the job now that its length is known.
+        # 4. Price the job now that its length is known (which also sets its deadline).
         await res.billing.reserve(request.job_id, duration_s, request.resolution or DEFAULT_RESOLUTION)
+        reporter.expected_duration_s = duration_s
 
         # 5. Speech to mouth parameters for each voice on the audio_features stage, while
         #    this process finds the faces (two stages, two cores).
@@ -220,7 +227,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
             if info.width * info.height > settings.max_image_pixels:
                 raise MediaError(ErrorCode.IMAGE_TOO_LARGE, f"The image is {info.width}x{info.height}; at most "
                                  f"{settings.max_image_pixels // 1_000_000} megapixels are accepted")
-            original = load_image(files["image"], settings.max_image_pixels)
+            original = await asyncio.to_thread(load_image, files["image"], settings.max_image_pixels)
             size = output_size(original.shape[1], original.shape[0], short_side)
             image = resize_rgb(original, size)
             detect_scale = min(1.0, DETECT_MAX_SIDE / max(original.shape[:2]))
@@ -244,7 +251,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
     # 8. Render every frame and encode it with the conversation's audio.
     output = scratch / "output.mp4"
     with timer("render"):
-        _, track = _conversation(ordered, order, scratch)
+        _, track = await asyncio.to_thread(_conversation, ordered, order, scratch)
         with Mp4Writer(output, size, fps, track.fit(round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
             async def on_batch(done: int) -> None:
                 await reporter.progress(0.2 + 0.75 * done / frame_count)
@@ -294,7 +301,7 @@ def _conversation(voices: list[Voice], order: str, scratch: Path) -> tuple[list[
 
 async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
                      scratch: Path, files: dict[str, Path], voice: Voice, short_side: int,
-                     timer: StageTimer) -> JobResult:
+                     timer: StageTimer, decoder: VideoDecoder) -> JobResult:
     settings = res.settings
     with timer("analysis"):
         # 3. Probe the video (in a child process) and check the limits.
@@ -303,6 +310,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
             raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, "The video has no video stream")
         if info.duration_s > settings.max_video_s:
             raise MediaError(ErrorCode.VIDEO_TOO_LONG, f"Video is longer than {settings.max_video_s:.0f} s")
+        _check_video_size(info, settings)
         fps = min(settings.max_fps, info.fps or 25.0)
         width, height = (info.height, info.width) if info.rotation_deg % 180 else (info.width, info.height)
         size = output_size(width, height, short_side)
@@ -311,8 +319,9 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         sync_mode = request.sync_mode or "bounce"
         expected = len(timeline(source_frames, audio_frames, sync_mode))
 
-        # 4. Price the job now that its length is known.
+        # 4. Price the job now that its length is known (which also sets its deadline).
         await res.billing.reserve(request.job_id, expected / fps, request.resolution or DEFAULT_RESOLUTION)
+        reporter.expected_duration_s = expected / fps
 
         # 5. Decode the source once and track the face through it, while the audio_features
         #    stage turns the new speech into mouth parameters (two stages, two cores).
@@ -320,7 +329,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
             await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
         async with _background(_speech(res, voice.features, fps, split=False)) as speech:
             source = await track_video(
-                iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
+                decoder.frames(files["video"], fps, size, info.rotation_deg), source_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
             params, _energy = await speech
 
@@ -334,7 +343,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
     # 7. Render the output timeline and encode it with the new speech.
     output = scratch / "output.mp4"
     with timer("render"):
-        voice.write_output(scratch / "voice.f32")
+        await asyncio.to_thread(voice.write_output, scratch / "voice.f32")
         audio = RawTrack(scratch / "voice.f32", round(len(order) / fps * AUDIO_RATE_HZ))
         with Mp4Writer(output, size, fps, audio) as writer:
             async def on_batch(done: int) -> None:
@@ -346,13 +355,24 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
     return await _store(request, reporter, res, output, len(order) / fps, timer)
 
 
+def _check_video_size(info: probing.MediaInfo, settings: OrchestratorSettings) -> None:
+    """Each source frame is decoded whole: its size and rate bound the decoder's memory and
+    time, so both are limited before anything is decoded."""
+    if info.width * info.height > settings.max_video_pixels:
+        raise MediaError(ErrorCode.VIDEO_TOO_LARGE, f"The video is {info.width}x{info.height}; at most "
+                         f"{settings.max_video_pixels:,} pixels a frame are accepted")
+    if info.fps > settings.max_video_fps:
+        raise MediaError(ErrorCode.VIDEO_TOO_LARGE, f"The video has {info.fps:.0f} frames per second; at most "
+                         f"{settings.max_video_fps:.0f} are accepted")
+
+
 async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
                  output: Path, duration_s: float, timer: StageTimer) -> JobResult:
     # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
     await reporter.stage("encode", 0.97)
     with timer("encode"):
         key = f"outputs/{request.job_id}.mp4"
-        res.storage.put_file(key, output)
+        await asyncio.to_thread(res.storage.put_file, key, output)
     return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms)
 
 

@@ -43,7 +43,21 @@ class OrchestratorSettings(BaseSettings):
     max_download_mb: int = 500
     max_image_pixels: int = 40_000_000
     max_fps: float = 30.0
+    # Source video frames are decoded whole: limits on their size and rate (video_too_large).
+    max_video_pixels: int = 4096 * 2160
+    max_video_fps: float = 60.0
+    # A job that has not finished after base + per_output_s x its output length (seconds)
+    # fails with deadline_exceeded and is refunded, instead of heart-beating forever.
+    job_deadline_base_s: float = 300.0
+    job_deadline_per_output_s: float = 10.0
     image_fps: float = 25.0
+
+    # Disk: no job is taken while the scratch disk has less free space than this; uploads
+    # and outputs are deleted this long after they were written (swept every interval).
+    min_free_disk_bytes: int = 1024**3
+    disk_wait_s: float = 10.0
+    file_retention_s: float = 7 * 24 * 3600
+    file_sweep_interval_s: float = 3600.0
 
     # JetStream delivery: a job not acked within ack_wait_s is redelivered, so a running
     # job sends a heartbeat every heartbeat_s; after max_deliver attempts it is failed.

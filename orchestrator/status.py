@@ -32,6 +32,8 @@ class JobReporter:
                                             attempt=attempt, seed=seed)
         self._last_put = 0.0
         self.canceled_at_ms = 0  # when the gateway canceled the job, read from the flag
+        # The output's length once the job is priced; the orchestrator's deadline grows with it.
+        self.expected_duration_s = 0.0
 
     async def stage(self, stage: str, progress: float | None = None) -> None:
         self.status.stage = stage
@@ -42,6 +44,10 @@ class JobReporter:
     async def progress(self, progress: float) -> None:
         self.status.progress = max(self.status.progress, min(1.0, progress))
         await self._put(force=False)
+
+    async def touch(self) -> None:
+        """Rewrite the status with a fresh updated_at_ms: the job is alive."""
+        await self._put(force=True)
 
     async def _put(self, force: bool) -> None:
         now = time.monotonic()

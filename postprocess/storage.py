@@ -5,6 +5,7 @@ them. The gateway serves local blobs itself; for S3 blobs (`local_path` is None)
 its signed URL with a redirect to a short presigned S3 GET (`presigned_get_url`)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -12,6 +13,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,10 @@ class Storage(Protocol):
 
     def check(self) -> None:
         """Raise StorageUnavailable, with the reason, if the store cannot be used."""
+
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        """Remove every blob under `prefix` (e.g. "outputs/") last written before the
+        cutoff (seconds since the epoch); returns how many were removed."""
 
 
 class BlobWriter(Protocol):
@@ -202,6 +208,25 @@ class LocalStorage:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK):
             raise StorageUnavailable(f"storage directory {self.root} is not a writable directory")
 
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        top = self._path(prefix.rstrip("/"))
+        removed = 0
+        # Bottom-up, so that directories emptied here (an upload's uuid folder) go too;
+        # our own ".tmp-*" files of an interrupted write are swept as well.
+        for folder, _dirs, names in os.walk(top, topdown=False):
+            for name in names:
+                path = Path(folder) / name
+                try:
+                    if path.lstat().st_mtime < cutoff_epoch_s:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # removed meanwhile by another sweeper
+            if Path(folder) != top:
+                with contextlib.suppress(OSError):  # not empty: it keeps a newer file
+                    Path(folder).rmdir()
+        return removed
+
 
 class _MemoryWriter(_WriterBase):
     def __init__(self, storage: "MemoryStorage", key: str) -> None:
@@ -224,11 +249,13 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.written_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._lock:
             self.blobs[validate_key(key)] = bytes(data)
+            self.written_at[key] = time.time()
 
     def put_file(self, key: str, src: Path) -> None:
         self.put_bytes(key, Path(src).read_bytes())
@@ -256,6 +283,15 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         with self._lock:
             self.blobs.pop(validate_key(key), None)
+            self.written_at.pop(key, None)
+
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        with self._lock:
+            old = [k for k, at in self.written_at.items() if k.startswith(prefix) and at < cutoff_epoch_s]
+            for key in old:
+                self.blobs.pop(key, None)
+                self.written_at.pop(key, None)
+        return len(old)
 
     def open_write(self, key: str) -> BlobWriter:
         return _MemoryWriter(self, validate_key(key))
@@ -429,6 +465,19 @@ class S3Storage:
             "get_object", Params={"Bucket": self.bucket, "Key": self._name(key)}, ExpiresIn=ttl_s
         )
         return url
+
+    def delete_older_than(self, prefix: str, cutoff_epoch_s: float) -> int:
+        listing_prefix = self._name(prefix.rstrip("/")) + "/"
+        removed = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=listing_prefix)
+        for page in pages:
+            old = [{"Key": item["Key"]} for item in page.get("Contents", [])
+                   if item["LastModified"].timestamp() < cutoff_epoch_s]
+            if old:  # at most 1000 a page, the most one DeleteObjects call takes
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})
+                removed += len(old)
+        return removed
 
     def check(self) -> None:
         where = self.config.endpoint_url or "AWS S3"

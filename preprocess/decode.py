@@ -1,8 +1,16 @@
 """Frame decoding with PyAV: images (EXIF orientation, any colour mode, size limits) and
-videos as a constant-rate stream of RGB frames at the output size, rotation applied; and a
-scratch-file store for decoded frames that are read back out of order."""
+videos as a constant-rate stream of RGB frames at the output size, rotation applied (in a
+child process, `python -m preprocess.decode`, so that a decoder crash fails the job, not the
+orchestrator); and a scratch-file store for decoded frames that are read back out of order."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +20,8 @@ from PIL import Image, ImageOps
 
 from preprocess.errors import MediaError
 from proto.vocabulary import ErrorCode
+
+PIPE_BYTES = 1024 * 1024
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -91,6 +101,121 @@ def iter_video_frames(
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The video could not be decoded: {exc}") from exc
 
 
+class VideoDecoder:
+    """A child process that decodes one video (`iter_video_frames`) and streams its raw RGB
+    frames through a pipe: the orchestrator holds one frame at a time, and a crash in the
+    decoder (hostile bytes) ends this job's video with a MediaError instead of ending the
+    orchestrator. Start it ahead of need: its Python and PyAV start-up (about a second on a
+    busy machine) then overlaps the job's download and analysis."""
+
+    def __init__(self) -> None:
+        self._errors = tempfile.TemporaryFile()
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "preprocess.decode"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
+        assert self._child.stdout is not None
+        _widen_pipe(self._child.stdout.fileno())
+
+    def __enter__(self) -> "VideoDecoder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def frames(self, path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0) -> Iterator[np.ndarray]:
+        child = self._child
+        assert child.stdin is not None and child.stdout is not None
+        request = {"path": str(path), "fps": fps, "size": list(size), "rotation_deg": rotation_deg}
+        try:
+            child.stdin.write(json.dumps(request).encode() + b"\n")
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # it died before the request: reported from its exit status below
+        frame_bytes = size[0] * size[1] * 3
+        try:
+            while True:
+                frame = np.empty((size[1], size[0], 3), np.uint8)
+                view, filled = memoryview(frame.data).cast("B"), 0
+                while filled < frame_bytes:
+                    count = child.stdout.readinto(view[filled:])
+                    if not count:
+                        break
+                    filled += count
+                if filled < frame_bytes:
+                    break
+                yield frame
+            code = child.wait()
+        finally:
+            self.close()
+        if code != 0:
+            self._errors.seek(0)
+            stderr = self._errors.read()[-4000:].decode(errors="replace")
+            raise _child_error(code, stderr)
+
+    def close(self) -> None:
+        """Stop the child if it still runs (the consumer stopped early, or never asked)."""
+        if self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        for stream in (self._child.stdin, self._child.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+
+
+def iter_video_frames_in_child(
+    path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0
+) -> Iterator[np.ndarray]:
+    """`iter_video_frames` in a child process started now (see VideoDecoder)."""
+    return VideoDecoder().frames(path, fps, size, rotation_deg)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe (Linux) instead of 64 KiB: a frame crosses in a few wake-ups, not dozens."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(fd, set_size, PIPE_BYTES)
+
+
+def _child_error(code: int, stderr: str) -> MediaError:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("{"):
+            try:
+                reported = json.loads(line)
+                return MediaError(str(reported["code"]), str(reported["message"]))
+            except (ValueError, KeyError):
+                break
+    reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+    return MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The video could not be decoded (the decoder crashed, {reason})")
+
+
+def _decode_to_stdout() -> int:
+    """Child side: one JSON request line on stdin, then the frames to the parent on a
+    private copy of stdout (C libraries that print to stdout would corrupt the stream, so
+    fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
+    frames_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the parent never needed us
+    request = json.loads(line)
+    width, height = request["size"]
+    try:
+        for frame in iter_video_frames(Path(request["path"]), float(request["fps"]), (int(width), int(height)),
+                                       int(request["rotation_deg"])):
+            frames_out.write(np.ascontiguousarray(frame).data)
+        frames_out.flush()
+    except MediaError as exc:
+        print(json.dumps({"code": exc.code, "message": exc.message}), file=sys.stderr)
+        return 3
+    except BrokenPipeError:
+        return 0  # the parent stopped reading: it has the frames it wanted
+    return 0
+
+
 class FrameStore:
     """RGB frames of one size in a raw scratch file, appended in order and read back by
     index. Reads and writes are plain file I/O, not a memory map: the frames stay in the
@@ -130,3 +255,7 @@ class FrameStore:
             if source.readinto(frame.data) != self.frame_bytes:
                 raise OSError(f"{self.path} ends before frame {index}")
         return frame
+
+
+if __name__ == "__main__":
+    raise SystemExit(_decode_to_stdout())

@@ -22,6 +22,7 @@ EVENTS_SUBJECT_PREFIX = "lipsyncd.events"      # lipsyncd.events.<job_id>
 WEBHOOKS_STREAM = "LIPSYNCD_WEBHOOKS"
 WEBHOOKS_SUBJECT_PREFIX = "lipsyncd.webhooks"  # lipsyncd.webhooks.<job_id>
 BILLING_RESERVE_SUBJECT = "lipsyncd.billing.reserve"
+BILLING_FINALIZE_SUBJECT = "lipsyncd.billing.finalize"  # JobEvent -> ReserveReply
 STATUS_BUCKET = "lipsyncd_status"              # job id -> JobStatus (protobuf)
 CONTROL_BUCKET = "lipsyncd_control"            # "cancel.<job_id>" -> b"1"
 

@@ -56,6 +56,8 @@ class ErrorCode(_Word):
     UNSUPPORTED_MEDIA = "unsupported_media"
     URL_NOT_ALLOWED = "url_not_allowed"
     VIDEO_TOO_LONG = "video_too_long"
+    VIDEO_TOO_LARGE = "video_too_large"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELED = "canceled"
     INTERNAL_ERROR = "internal_error"
     # Billing requests on the bus.
@@ -76,6 +78,7 @@ class ErrorCode(_Word):
     RATE_LIMITED = "rate_limited"
     RESOLUTION_NOT_ALLOWED = "resolution_not_allowed"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    INSUFFICIENT_STORAGE = "insufficient_storage"
     TOO_MANY_CONCURRENT_JOBS = "too_many_concurrent_jobs"
     UNAUTHORIZED = "unauthorized"
 

@@ -119,7 +119,7 @@ async def _handle_http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return JSONResponse(_error_body("Internal server error", "internal_error"), status_code=500)
+    return JSONResponse(_error_body("Internal server error", ErrorCode.INTERNAL_ERROR), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:

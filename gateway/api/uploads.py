@@ -15,6 +15,7 @@ from gateway.api.errors import ApiError, invalid_request
 from gateway.jobs import iso_utc
 from postprocess.storage import InvalidKey
 from proto.vocabulary import ErrorCode
+from gateway.upkeep import require_free_disk
 
 router = APIRouter(prefix="/api/v1", tags=["uploads"])
 
@@ -37,6 +38,7 @@ async def upload_media(request: Request, file: UploadFile, ctx: Ctx, caller: Cal
     declared = int(request.headers.get("content-length") or 0)
     if declared > cap + MULTIPART_OVERHEAD_BYTES:
         raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, f"Uploads are limited to {cap} bytes")
+    require_free_disk(ctx)
     key = f"uploads/{uuid.uuid4()}/{safe_name(file.filename)}"
     try:
         writer = await run_in_threadpool(ctx.storage.open_write, key)

@@ -118,3 +118,18 @@ def raise_reservation(
             )
         job.reserved_credits = price
     return lipsync_pb2.ReserveReply(ok=True, reserved_credits=job.reserved_credits)
+
+
+def finalize(session: Session, prices: PriceTable, outcome: Outcome, job_id: str) -> lipsync_pb2.ReserveReply:
+    """The one decision on a job's final state, asked for by the orchestrator before it
+    publishes anything: the conditional transition from processing (row locked, the same
+    one the cancel route takes) either records `outcome` now, or finds that another final
+    state won, in which case the orchestrator must drop its result (delete the output)."""
+    if settle(session, prices, job_id, outcome):
+        return lipsync_pb2.ReserveReply(ok=True)
+    job = session.get(Job, job_id)
+    if job is None:
+        return lipsync_pb2.ReserveReply(ok=False, error_code=ErrorCode.UNKNOWN_JOB, error="Unknown job")
+    if job.status == outcome.status:  # a repeated request after a lost reply
+        return lipsync_pb2.ReserveReply(ok=True)
+    return lipsync_pb2.ReserveReply(ok=False, error_code=job.status, error=f"Job is {job.status}")
