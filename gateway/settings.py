@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     price_per_second: dict[str, int] = Field(default_factory=lambda: {"480p": 1, "720p": 2})
     min_billed_duration_s: int = 5
     max_upload_bytes: int = 200 * 1024 * 1024
+    # Every other request body (JSON, login forms): refused with 413 as it streams past this.
+    max_json_bytes: int = Field(default=64 * 1024, ge=1024)
     output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
     nats_timeout_s: float = 5.0
