@@ -282,6 +282,16 @@ def check_media(path: Path, size_bytes: int, content_type: str, kind: MediaKind)
 
 # --- The real fetcher -------------------------------------------------------------------
 
+def refusal_text(host: str, exc: AddressRefused) -> str:
+    """Why `host` was refused, without the addresses a name resolved to: those are answers
+    of the internal DNS, not for the caller. An address literal is the caller's own."""
+    try:
+        ip_address(host.strip("[]"))
+    except ValueError:
+        return f"the host {host} resolves to an address that {exc.reason}"
+    return str(exc)
+
+
 @dataclass(frozen=True)
 class FetchLimits:
     connect_timeout_s: float = 10.0
@@ -349,6 +359,8 @@ class HttpFetcher:
                 ip = await self._checked_address(current, kind)
                 target, headers, extensions = pinned_request_parts(current, ip)
                 headers["User-Agent"] = self.user_agent
+                # Compressed replies are refused (see _stream_to_file): ask for none.
+                headers["Accept-Encoding"] = "identity"
                 request = client.build_request(
                     "GET", target, headers=headers, extensions=extensions
                 )
@@ -394,7 +406,9 @@ class HttpFetcher:
                 host, port, allow_private=self.allow_private, resolver=self.resolver
             )
         except AddressRefused as exc:
-            raise FetchError("url_not_allowed", f"Could not download {kind.noun}: {exc}") from exc
+            raise FetchError(
+                "url_not_allowed", f"Could not download {kind.noun}: {refusal_text(host, exc)}"
+            ) from exc
         except HostUnresolvable as exc:
             raise FetchError("download_failed", f"Could not download {kind.noun}: {exc}") from exc
 
@@ -402,6 +416,16 @@ class HttpFetcher:
     async def _stream_to_file(
         response: httpx.Response, dest: Path, kind: MediaKind, max_bytes: int
     ) -> int:
+        # httpx would expand any Content-Encoding, stacked ones too, a whole chunk at a time
+        # before the cap is counted (252 bytes of "gzip, gzip" -> 50 MiB): media is already
+        # compressed, so only identity is accepted (and then nothing is decoded).
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise FetchError(
+                "download_failed",
+                f"Could not download {kind.noun}: the server sent it compressed "
+                f"(Content-Encoding: {encoding[:40]}); only uncompressed downloads are accepted",
+            )
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise too_large(kind, max_bytes)
