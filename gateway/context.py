@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.accounts.keycache import KeyCache
+from gateway.accounts.logins import LoginPolicy, PasswordChecks
 from gateway.api.ratelimit import RateLimiter
 from gateway.billing.pricing import PriceTable
 from gateway.bus import JobBus
@@ -23,6 +24,8 @@ class GatewayContext:
     rate_limiter: RateLimiter
     key_cache: KeyCache
     finished_jobs: FinishedJobs
+    password_checks: PasswordChecks
+    login_policy: LoginPolicy
 
     @classmethod
     def build(cls, settings: Settings) -> "GatewayContext":
@@ -42,4 +45,8 @@ class GatewayContext:
             rate_limiter=RateLimiter(),
             key_cache=KeyCache(settings.api_key_cache_ttl_s),
             finished_jobs=FinishedJobs(),
+            password_checks=PasswordChecks(
+                settings.max_concurrent_password_checks, settings.max_waiting_password_checks
+            ),
+            login_policy=LoginPolicy.from_settings(settings),
         )

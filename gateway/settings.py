@@ -6,10 +6,10 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
 
@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     # Verified API keys are remembered this long per process; a key revoked through another
     # replica keeps working there for at most this long. 0 turns the cache off.
     api_key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # Password logins (argon2id costs 64 MiB and a CPU core for ~0.1 s per check): at most
+    # this many checks at once per gateway, at most this many more waiting (then 429).
+    max_concurrent_password_checks: int = Field(default=2, ge=1)
+    max_waiting_password_checks: int = Field(default=64, ge=0)
+    # Failed logins are counted in the database (so across replicas) per account and per
+    # client IP over a fixed window; past the limit the login answers 429 + Retry-After.
+    login_window_s: int = Field(default=900, ge=1)
+    login_max_failures_per_account: int = Field(default=10, ge=1)
+    login_max_failures_per_ip: int = Field(default=100, ge=1)
+    login_throttle_max_rows: int = Field(default=100_000, ge=100)
+    # Addresses or CIDRs of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed (comma-separated). Empty: none, the peer address is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     access_log: bool = False  # one log line per request costs CPU under load
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
@@ -56,6 +69,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = json.loads(value)
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        return [item.strip() for item in value if item.strip()]
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> "Settings":
@@ -81,7 +101,7 @@ class Settings(BaseSettings):
             return self.secret_key.encode()
         path = self.home / SECRET_KEY_FILE
         if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
             # O_EXCL: two processes starting together must not write two different keys.
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
