@@ -3,6 +3,7 @@ tests that need what an in-process ASGI client cannot show: the server's own mem
 sockets that stream a body, and uvicorn's handling of proxy headers."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ class LiveGateway:
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS in /proc status")
 
-    def make_account(self, api_credits: int = 100, plan: str = "pro") -> tuple[str, str]:
+    def make_account(self, api_credits: int = 100, plan: str = "test") -> tuple[str, str]:
         """(email, API key) of a fresh account, created straight in the gateway's database."""
         email = f"user-{uuid.uuid4().hex[:10]}@example.test"
         db = Database(self.database_url)
@@ -74,6 +75,12 @@ def start_live_gateway(
         "LIPSYNCD_SECRET_KEY": "live-test-secret",
         "LIPSYNCD_TRITON_HTTP_URL": "http://127.0.0.1:9",
         "PORT": str(port),
+        # Roomy limits, so that only the test that is about a limit meets it.
+        "LIPSYNCD_PLANS": json.dumps({"test": {
+            "api_credits_grant": 0, "app_credits_grant": 0, "max_concurrent_jobs": 100_000,
+            "requests_per_minute": 100_000, "max_resolution": "720p",
+        }}),
+        "LIPSYNCD_DEFAULT_PLAN": "test",
         **(extra_env or {}),
     }
     log_path = tmp_path / "live-gateway.log"

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.live_gateway import LiveGateway, start_live_gateway
+from tests.integration.live_gateway import PASSWORD, LiveGateway, start_live_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -127,3 +128,79 @@ async def test_oversize_upload_with_a_valid_key_is_413_and_stores_nothing(
     )
     assert small.status_code == 201, small.text
     assert submit_job(live, key).status_code == 200
+
+
+async def test_a_flood_of_bad_logins_keeps_memory_bounded_and_jobs_flowing(
+    tmp_path: Path, nats_url: str
+) -> None:
+    """40 concurrent wrong passwords: each argon2id check costs 64 MiB, so unbounded they
+    cost ~1.5 GiB (measured with the limit set to 40); at most
+    LIPSYNCD_MAX_CONCURRENT_PASSWORD_CHECKS (default 2) run at once."""
+    env = {"LIPSYNCD_LOGIN_MAX_FAILURES_PER_ACCOUNT": "1000",
+           "LIPSYNCD_LOGIN_MAX_FAILURES_PER_IP": "1000"}
+    with contextmanager(start_live_gateway)(tmp_path, nats_url, env) as live:
+        email, key = live.make_account(api_credits=100_000)
+        before = live.rss_bytes()
+        peak = before
+        flood_done = asyncio.Event()
+
+        async def sample_rss() -> None:
+            nonlocal peak
+            while not flood_done.is_set():
+                peak = max(peak, live.rss_bytes())
+                await asyncio.sleep(0.02)
+
+        async def submit_meanwhile(http: httpx.AsyncClient) -> list[float]:
+            took = []
+            while not flood_done.is_set():
+                started = time.monotonic()
+                answer = await http.post("/api/v1/lipsync-image", json=IMAGE_BODY,
+                                         headers={"Authorization": f"Bearer {key}"})
+                assert answer.status_code == 200, answer.text
+                took.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+            return took
+
+        limits = httpx.Limits(max_connections=60)
+        async with httpx.AsyncClient(base_url=live.url, timeout=120, limits=limits) as http:
+            sampler = asyncio.create_task(sample_rss())
+            jobs = asyncio.create_task(submit_meanwhile(http))
+            await asyncio.sleep(0.2)
+            answers = await asyncio.gather(*(
+                http.post("/auth/login", json={"email": email, "password": f"wrong {n}"})
+                for n in range(40)
+            ))
+            flood_done.set()
+            await sampler
+            submit_times = await jobs
+        assert [a.status_code for a in answers] == [401] * 40
+        grown = peak - before
+        assert grown < 200 * MiB, f"gateway RSS peaked {grown / MiB:.0f} MiB above its start"
+        assert len(submit_times) >= 3 and max(submit_times) < 5.0, submit_times
+        good = httpx.post(f"{live.url}/auth/login", json={"email": email, "password": PASSWORD})
+        assert good.status_code == 200
+        print(f"flood: RSS +{grown / MiB:.0f} MiB, {len(submit_times)} jobs submitted meanwhile, "
+              f"slowest {max(submit_times):.2f} s")
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
+    tmp_path: Path, nats_url: str, trusted: bool
+) -> None:
+    env = {"LIPSYNCD_LOGIN_MAX_FAILURES_PER_IP": "3",
+           "LIPSYNCD_TRUSTED_PROXIES": "127.0.0.1" if trusted else ""}
+    with contextmanager(start_live_gateway)(tmp_path, nats_url, env) as live:
+        def bad_login(n: int, forwarded_for: str) -> httpx.Response:
+            return httpx.post(
+                f"{live.url}/auth/login", headers={"X-Forwarded-For": forwarded_for},
+                json={"email": f"nobody-{n}@example.test", "password": "x"}, timeout=30,
+            )
+
+        first = [bad_login(n, f"203.0.113.{n}").status_code for n in range(3)]
+        fourth = bad_login(3, "203.0.113.200")
+        assert first == [401, 401, 401]
+        if trusted:  # each forwarded address has its own count
+            assert fourth.status_code == 401
+            assert [bad_login(n, "203.0.113.7").status_code for n in range(4)] == [401] * 3 + [429]
+        else:  # a spoofed header cannot buy fresh attempts: the peer is counted
+            assert fourth.status_code == 429 and int(fourth.headers["Retry-After"]) > 0
