@@ -49,7 +49,8 @@ class FileSigner:
         now_s = time.time() if now_s is None else now_s
         if expires < now_s:
             return False
-        return hmac.compare_digest(self.signature(key, expires), signature)
+        # As bytes: compare_digest refuses str with non-ASCII characters (TypeError, a 500).
+        return hmac.compare_digest(self.signature(key, expires).encode(), signature.encode())
 
     def path_for(self, key: str) -> Path | None:
         """The file for a storage key, or None if the key escapes the storage directory."""
