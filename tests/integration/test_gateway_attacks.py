@@ -4,6 +4,7 @@ job can still be submitted, and nothing was stored or charged for the attack."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -204,3 +205,17 @@ def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
             assert [bad_login(n, "203.0.113.7").status_code for n in range(4)] == [401] * 3 + [429]
         else:  # a spoofed header cannot buy fresh attempts: the peer is counted
             assert fourth.status_code == 429 and int(fourth.headers["Retry-After"]) > 0
+
+
+def test_state_under_home_is_the_owners_only(live: LiveGateway) -> None:
+    _email, key = live.make_account()
+    uploaded = httpx.post(
+        f"{live.url}/api/v1/uploads", files={"file": ("a.wav", b"RIFF" + bytes(1000))},
+        headers={"Authorization": f"Bearer {key}"}, timeout=30,
+    )
+    assert uploaded.status_code == 201
+    assert stat.S_IMODE(live.home.stat().st_mode) == 0o700
+    created = list(live.home.rglob("*"))
+    assert any(path.is_file() for path in created), "the upload should be under the home"
+    for path in created:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is readable by others"
