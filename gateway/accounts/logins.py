@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +22,7 @@ from gateway.models import Account, LoginFailure, utcnow
 from gateway.settings import Settings
 
 MAX_KEY_CHARS = 400
+T = TypeVar("T")
 
 
 class LoginThrottled(Exception):
@@ -66,7 +68,7 @@ class PasswordChecks:
         self._max_waiting = max_waiting
         self._waiting = 0
 
-    async def _run(self, work: object, *args: str) -> object:
+    async def _run(self, work: Callable[..., T], *args: str | None) -> T:
         if self._semaphore.locked() and self._waiting >= self._max_waiting:
             raise LoginThrottled(1, "Too many logins at once; try again in a moment")
         self._waiting += 1
@@ -76,15 +78,15 @@ class PasswordChecks:
             self._waiting -= 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, work, *args)  # type: ignore[arg-type]
+            return await loop.run_in_executor(self._executor, work, *args)
         finally:
             self._semaphore.release()
 
     async def matches(self, password_hash: str | None, password: str) -> bool:
-        return bool(await self._run(users.password_matches, password_hash, password))
+        return await self._run(users.password_matches, password_hash, password)
 
     async def hash(self, password: str) -> str:
-        return str(await self._run(users.hash_password, password))
+        return await self._run(users.hash_password, password)
 
 
 def throttle_keys(email: str, client_ip: str) -> tuple[str, str]:
@@ -159,6 +161,7 @@ async def login_with_password(
         raise LoginThrottled(wait_s, "Too many failed logins; try again later")
     # 2. Check the password outside any transaction, bounded in concurrency.
     found = await db.read_async(lambda c: _password_hash_of(c, email))
+    # Checked even for an unknown email (against a dummy hash): the time says nothing.
     if not await checks.matches(found[2] if found else None, password) or found is None:
         await db.run_async(lambda s: record_failure(s, keys, policy, utcnow()))
         return None
