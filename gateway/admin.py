@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +20,8 @@ from gateway.models import Account
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway.admin")
+
+ADMIN_PASSWORD_FILE = "admin_password"
 
 
 class AdminError(Exception):
@@ -40,10 +44,14 @@ def create_user(db: Database, settings: Settings, args: argparse.Namespace) -> s
     api_credits = grants.api_credits_grant if args.api_credits is None else args.api_credits
     app_credits = grants.app_credits_grant if args.app_credits is None else args.app_credits
 
+    password = read_password(args)
+    password_hash = users.hash_password(password)  # before the transaction, not inside it
+
     def create(session: Session) -> str:
         try:
             account = users.create_account(
-                session, args.email, args.password, plan, api_credits, app_credits
+                session, args.email, password, plan, api_credits, app_credits,
+                password_hash=password_hash,
             )
         except users.AccountExistsError:
             raise AdminError(f"an account with email {args.email} already exists") from None
@@ -72,21 +80,52 @@ def grant(db: Database, args: argparse.Namespace) -> str:
     return db.run(add)
 
 
+def read_password(args: argparse.Namespace) -> str:
+    """--password, or with --password-stdin the first line of stdin (kept out of `ps` and
+    shell history)."""
+    if not args.password_stdin:
+        return str(args.password)
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise AdminError("--password-stdin: stdin held no password")
+    return password
+
+
+def write_secret_file(path: Path, secret: str) -> None:
+    """Write `secret` to a file only this user can read (0600), replacing any old one."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(secret + "\n")
+
+
 def ensure_admin(db: Database, settings: Settings) -> str:
-    """Create the local admin (random password, logged once) if missing; print a fresh API key."""
+    """Create the local admin if missing, with a random password written to
+    $LIPSYNCD_HOME/admin_password (0600, never logged); print a fresh API key."""
+    password = secrets.token_urlsafe(18)
+    password_hash = users.hash_password(password)  # before the transaction
+    created = False
 
     def ensure(session: Session) -> str:
+        nonlocal created
         account = users.find_account(session, settings.admin_email)
         if account is None:
-            password = secrets.token_urlsafe(18)
             account = users.create_account(
                 session, settings.admin_email, password, "pro",
                 settings.admin_api_credits, settings.admin_app_credits,
+                password_hash=password_hash,
             )
-            log.warning("created %s with password %s", settings.admin_email, password)
+            created = True
         return keys.create_key(session, account.id, "make serve").plaintext
 
-    return db.run(ensure)
+    key = db.run(ensure)
+    if created:
+        path = settings.home / ADMIN_PASSWORD_FILE
+        write_secret_file(path, password)
+        log.warning("created %s; its password is in %s (readable by this user only)",
+                    settings.admin_email, path)
+    return key
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("create-user", help="create an account")
     p.add_argument("email")
-    p.add_argument("--password", required=True)
+    secret = p.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--password")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of stdin")
     p.add_argument("--api-credits", type=int, default=None, help="default: the plan's grant")
     p.add_argument("--app-credits", type=int, default=None, help="default: the plan's grant")
     p.add_argument("--plan", default=None)
@@ -114,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.umask(0o077)  # the database and anything else created under LIPSYNCD_HOME: owner only
     args = build_parser().parse_args(argv)
     settings = Settings()
     db = Database(settings.database_url)

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from gateway import files
 from gateway.api import account, health, uploads
 from gateway.api import jobs as job_routes
+from gateway.api.bodylimit import BodyLimit
 from gateway.api.deps import document_bearer_auth
 from gateway.api.errors import install_error_handlers
 from gateway.billing.settlement import Outcome, finalize, raise_reservation, settle
@@ -100,6 +101,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     document_bearer_auth(app)
     app.add_middleware(ObserveRequests)
+    # Added last, so outermost: nothing reads a byte of an over-size body.
+    app.add_middleware(
+        BodyLimit,
+        max_json_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(job_routes.router)
     app.include_router(uploads.router)
     app.include_router(account.router)

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from gateway.accounts.keycache import KeyCache
 from gateway.api.ratelimit import DatabaseRateLimiter, RateLimiter, RequestLimiter
+from gateway.accounts.logins import LoginPolicy, PasswordChecks
+
 from gateway.billing.pricing import PriceTable
 from gateway.bus import JobBus
 from gateway.db import Database
@@ -26,6 +28,8 @@ class GatewayContext:
     request_limiter: RequestLimiter  # API requests per plan: shared by replicas when configured
     key_cache: KeyCache
     finished_jobs: FinishedJobs
+    password_checks: PasswordChecks
+    login_policy: LoginPolicy
 
     @classmethod
     def build(cls, settings: Settings) -> "GatewayContext":
@@ -50,4 +54,8 @@ class GatewayContext:
             request_limiter=DatabaseRateLimiter(db) if settings.shared_rate_limits else local_limiter,
             key_cache=KeyCache(settings.api_key_cache_ttl_s),
             finished_jobs=FinishedJobs(),
+            password_checks=PasswordChecks(
+                settings.max_concurrent_password_checks, settings.max_waiting_password_checks
+            ),
+            login_policy=LoginPolicy.from_settings(settings),
         )

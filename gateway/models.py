@@ -126,3 +126,12 @@ class RateLimitWindow(Base):
     bucket: Mapped[str] = mapped_column(String(128), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix seconds
     count: Mapped[int] = mapped_column(Integer)
+class LoginFailure(Base):
+    """Failed logins counted per key ("account:<email>" or "ip:<address>") over a fixed
+    window; rows whose window has ended are deleted, and the table is capped in rows."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_ends_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
 from postprocess.storage import S3Config
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     price_per_second: dict[str, int] = Field(default_factory=lambda: {"480p": 1, "720p": 2})
     min_billed_duration_s: int = 5
     max_upload_bytes: int = 200 * 1024 * 1024
+    # Every other request body (JSON, login forms): refused with 413 as it streams past this.
+    max_json_bytes: int = Field(default=64 * 1024, ge=1024)
     output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
     nats_timeout_s: float = 5.0
@@ -56,6 +58,19 @@ class Settings(BaseSettings):
     # Where requests per minute are counted: "database" (shared by all replicas), "memory"
     # (this process only), or "auto": the database when it is PostgreSQL or scale_out is set.
     rate_limit_store: Literal["auto", "memory", "database"] = "auto"
+    # Password logins (argon2id costs 64 MiB and a CPU core for ~0.1 s per check): at most
+    # this many checks at once per gateway, at most this many more waiting (then 429).
+    max_concurrent_password_checks: int = Field(default=2, ge=1)
+    max_waiting_password_checks: int = Field(default=64, ge=0)
+    # Failed logins are counted in the database (so across replicas) per account and per
+    # client IP over a fixed window; past the limit the login answers 429 + Retry-After.
+    login_window_s: int = Field(default=900, ge=1)
+    login_max_failures_per_account: int = Field(default=10, ge=1)
+    login_max_failures_per_ip: int = Field(default=100, ge=1)
+    login_throttle_max_rows: int = Field(default=100_000, ge=100)
+    # Addresses or CIDRs of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed (comma-separated). Empty: none, the peer address is the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     access_log: bool = False  # one log line per request costs CPU under load
     # The reaper (every reaper_interval_s) fails and refunds a processing job whose
     # heartbeat stopped reaper_stale_s ago, or that never started within reaper_queued_s.
@@ -74,6 +89,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = json.loads(value)
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else value.split(",")
+        return [item.strip() for item in value if item.strip()]
 
     @model_validator(mode="after")
     def _derive_defaults(self) -> "Settings":

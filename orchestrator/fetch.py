@@ -24,6 +24,7 @@ from preprocess.sniff import (
     sniff_format,
 )
 from proto.addresses import (
+    refusal_text,
     METADATA_ADDRESSES,
     AddressRefused,
     HostUnresolvable,
@@ -201,6 +202,8 @@ class HttpFetcher:
                 ip = await self._checked_address(current, kind)
                 target, headers, extensions = pinned_request_parts(current, ip)
                 headers["User-Agent"] = self.user_agent
+                # Compressed replies are refused (see _stream_to_file): ask for none.
+                headers["Accept-Encoding"] = "identity"
                 request = client.build_request(
                     "GET", target, headers=headers, extensions=extensions
                 )
@@ -246,7 +249,9 @@ class HttpFetcher:
                 host, port, allow_private=self.allow_private, resolver=self.resolver
             )
         except AddressRefused as exc:
-            raise FetchError(ErrorCode.URL_NOT_ALLOWED, f"Could not download {kind.noun}: {exc}") from exc
+            raise FetchError(
+                ErrorCode.URL_NOT_ALLOWED, f"Could not download {kind.noun}: {refusal_text(host, exc)}"
+            ) from exc
         except HostUnresolvable as exc:
             raise FetchError(ErrorCode.DOWNLOAD_FAILED, f"Could not download {kind.noun}: {exc}") from exc
 
@@ -254,6 +259,16 @@ class HttpFetcher:
     async def _stream_to_file(
         response: httpx.Response, dest: Path, kind: MediaKind, max_bytes: int
     ) -> int:
+        # httpx would expand any Content-Encoding, stacked ones too, a whole chunk at a time
+        # before the cap is counted (252 bytes of "gzip, gzip" -> 50 MiB): media is already
+        # compressed, so only identity is accepted (and then nothing is decoded).
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            raise FetchError(
+                ErrorCode.DOWNLOAD_FAILED,
+                f"Could not download {kind.noun}: the server sent it compressed "
+                f"(Content-Encoding: {encoding[:40]}); only uncompressed downloads are accepted",
+            )
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:
             raise too_large(kind, max_bytes)

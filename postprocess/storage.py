@@ -133,7 +133,7 @@ class _LocalWriter(_WriterBase):
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.chmod(self._tmp, 0o644)
+            os.chmod(self._tmp, 0o600)  # owner-only, as all state under LIPSYNCD_HOME
             os.replace(self._tmp, self._target)
         except BaseException:
             self.abort()
@@ -172,7 +172,7 @@ class LocalStorage:
                 shutil.copyfileobj(source, out, _COPY_CHUNK_BYTES)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp_name, 0o644)
+            os.chmod(tmp_name, 0o600)  # owner-only
             os.replace(tmp_name, target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

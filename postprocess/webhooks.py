@@ -29,6 +29,7 @@ from proto.addresses import (
     Resolver,
     pinned_request_parts,
     resolve_allowed_address,
+    refusal_text,
     resolve_host,
 )
 
@@ -120,7 +121,8 @@ class HttpWebhookSender:
                 resolver=self.resolver,
             )
         except AddressRefused as exc:
-            return DeliveryResult(DeliveryOutcome.PERMANENT, reason=str(exc))
+            host = url.raw_host.decode("ascii")
+            return DeliveryResult(DeliveryOutcome.PERMANENT, reason=refusal_text(host, exc))
         except HostUnresolvable as exc:  # DNS may come back: retry
             return DeliveryResult(DeliveryOutcome.RETRYABLE, reason=str(exc))
         target, headers, extensions = pinned_request_parts(url, ip)
@@ -128,6 +130,7 @@ class HttpWebhookSender:
         headers.update(webhook_headers(delivery.secret, delivery.webhook_id,
                                        int(self.clock()), delivery.body))
         headers["user-agent"] = self.user_agent
+        headers["accept-encoding"] = "identity"
         try:
             async with httpx.AsyncClient(
                 transport=self.transport, verify=self.verify, follow_redirects=False,
@@ -136,7 +139,10 @@ class HttpWebhookSender:
                 request = client.build_request(
                     "POST", target, headers=headers, content=delivery.body, extensions=extensions
                 )
-                response = await asyncio.wait_for(client.send(request), self.timeout_s)
+                # Only the status is used: the reply's body is never read (nor decoded, so
+                # a compressed bomb in it costs nothing), and identity is all we ask for.
+                response = await asyncio.wait_for(client.send(request, stream=True), self.timeout_s)
+                await response.aclose()
         except (asyncio.TimeoutError, httpx.TimeoutException):
             return DeliveryResult(DeliveryOutcome.RETRYABLE, reason="timed out")
         except httpx.HTTPError as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from preprocess.containers import open_input
 from preprocess.errors import MediaError
 from proto.vocabulary import ErrorCode
 
@@ -24,7 +25,7 @@ def iter_audio(path: Path, rate_hz: int, max_duration_s: float) -> Iterator[np.n
     early_limit = int(max_duration_s * rate_hz) + rate_hz
     total = 0
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             if not container.streams.audio:
                 raise MediaError(ErrorCode.NO_AUDIO_STREAM, "The audio file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_hz)

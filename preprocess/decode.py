@@ -18,6 +18,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from preprocess.containers import open_input
 from preprocess.errors import MediaError
 from proto.vocabulary import ErrorCode
 
@@ -75,7 +76,7 @@ def iter_video_frames(
     changes never shift the picture against the audio.
     """
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, "The video has no video stream")
             stream = container.streams.video[0]

@@ -48,7 +48,9 @@ def _probe_image(path: Path) -> MediaInfo:
 def _probe_av(path: Path, kind: str) -> MediaInfo:
     import av  # noqa: PLC0415
 
-    with av.open(str(path), metadata_errors="ignore") as container:
+    from preprocess.containers import open_input  # noqa: PLC0415
+
+    with open_input(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         duration_s = float(container.duration / 1_000_000) if container.duration else 0.0

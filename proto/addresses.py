@@ -132,3 +132,13 @@ def pinned_request_parts(url: httpx.URL, ip: IPAddress) -> tuple[httpx.URL, dict
         except ValueError:
             extensions["sni_hostname"] = host
     return url.copy_with(host=str(ip)), headers, extensions
+
+
+def refusal_text(host: str, exc: AddressRefused) -> str:
+    """Why `host` was refused, without the addresses a name resolved to: those are answers
+    of the internal DNS, not for the caller. An address literal is the caller's own."""
+    try:
+        ip_address(host.strip("[]"))
+    except ValueError:
+        return f"the host {host} resolves to an address that {exc.reason}"
+    return str(exc)

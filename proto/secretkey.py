@@ -31,7 +31,7 @@ def load_secret_key(configured: str, home: Path, *, scale_out: bool, why: str = 
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`) for every gateway "
                 "and orchestrator, or put it in that file."
             )
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:  # two processes starting together must not write two different keys
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:

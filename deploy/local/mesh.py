@@ -196,7 +196,9 @@ def main() -> None:
     env = dict(os.environ)
     ports = read_ports(env)
     home = Path(env.get("LIPSYNCD_HOME", ".lipsyncd")).resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # every child's state under LIPSYNCD_HOME is the owner's only
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
     share_secret_key(home, env)
     check_ports_free(ports)
     public_url = env.get("LIPSYNCD_PUBLIC_URL") or f"http://127.0.0.1:{ports.gateway}"
@@ -243,8 +245,8 @@ def main() -> None:
         mesh.start("gateway", [sys.executable, "-m", "gateway"])
         mesh.wait_for("gateway", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
         if not args.no_admin:
-            key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,
-                                 check=True, capture_output=True, text=True).stdout.strip()
+            key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,  # stderr: where the password is
+                                 check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
             print(f"\nlipsyncd is ready at {public_url}\nAPI key: {key}\n\nTry:\n"
                   f"  curl -s -X POST {public_url}/api/v1/lipsync-image \\\n"
                   f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"

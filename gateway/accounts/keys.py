@@ -55,6 +55,8 @@ def generate_key() -> tuple[str, ParsedKey]:
 
 def parse_key(plaintext: str) -> ParsedKey | None:
     """The key's parts, or None when it is malformed or its checksum does not match."""
+    if not plaintext.isascii():  # compare_digest raises TypeError on non-ASCII str
+        return None
     parts = plaintext.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_SCHEME:
         return None

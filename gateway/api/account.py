@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from gateway.accounts import keys, sessions, users
+from gateway.accounts import keys, logins, sessions
 from gateway.api.deps import Ctx, SessionUser
 from gateway.api.errors import ApiError, invalid_request, not_found
 from gateway.billing import ledger
@@ -19,9 +19,6 @@ from gateway.models import Account, ApiKey
 from proto.vocabulary import ErrorCode
 
 router = APIRouter(tags=["account"])
-
-LOGIN_ATTEMPTS_PER_MINUTE = 20
-
 
 class KeyCreate(BaseModel):
     name: str = Field(default="", max_length=200)
@@ -61,29 +58,30 @@ def _safe_next(target: str) -> str | None:
 
 @router.post("/auth/login")
 async def login(request: Request, ctx: Ctx) -> Response:
-    client = request.client.host if request.client else "unknown"
-    if ctx.rate_limiter.check(f"login:{client}", LOGIN_ATTEMPTS_PER_MINUTE) is not None:
-        raise ApiError(429, ErrorCode.RATE_LIMITED, "Too many login attempts; wait a minute")
     fields = await _login_fields(request)
     for name in ("email", "password"):
         if not fields.get(name):
             raise invalid_request(name, "Field required")
-
-    def authenticate(session: Session) -> tuple[Account, str] | None:
-        account = users.verify_login(session, fields["email"], fields["password"])
-        if account is None:
-            return None
-        return account, sessions.start_session(session, account.id, ctx.settings.session_ttl_s)
-
-    found = await ctx.db.run_async(authenticate)
+    try:
+        found = await logins.login_with_password(
+            ctx.db, ctx.password_checks, ctx.login_policy,
+            email=fields["email"], password=fields["password"],
+            # The peer, or what a LIPSYNCD_TRUSTED_PROXIES proxy says (uvicorn rewrites it).
+            client_ip=request.client.host if request.client else "unknown",
+            session_ttl_s=ctx.settings.session_ttl_s,
+        )
+    except logins.LoginThrottled as exc:
+        raise ApiError(
+            429, ErrorCode.RATE_LIMITED, exc.reason, headers={"Retry-After": str(exc.retry_after_s)}
+        ) from None
     if found is None:
         raise ApiError(401, ErrorCode.INVALID_CREDENTIALS, "Invalid email or password")
-    account, token = found
+    token = found.session_token
     target = _safe_next(fields.get("next", ""))
     response: Response = (
         RedirectResponse(target, status_code=303)
         if target
-        else JSONResponse({"ok": True, "email": account.email})
+        else JSONResponse({"ok": True, "email": found.email})
     )
     response.set_cookie(
         sessions.SESSION_COOKIE,
