@@ -13,7 +13,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # readiness probes, one line each
     settings = Settings()
-    uvicorn.run(create_app(settings), host="0.0.0.0", port=settings.port, proxy_headers=True,
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, proxy_headers=True,
                 access_log=settings.access_log, log_level="info" if settings.access_log else "warning")
 
 

@@ -42,9 +42,14 @@ class BusUnavailableError(Exception):
 class JobBus:
     """One NATS connection; `start` keeps retrying in the background until NATS answers."""
 
-    def __init__(self, nats_url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, nats_url: str, timeout_s: float = 5.0, *, user: str = "", password: str = "",
+                 signing_key: bytes = b"") -> None:
         self._nats_url = nats_url
         self._timeout_s = timeout_s
+        self._user = user
+        self._password = password
+        # Events settle credits only with the orchestrator's signature made with this key.
+        self._signing_key = signing_key
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._status_kv: KeyValue | None = None
@@ -98,6 +103,8 @@ class JobBus:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
                     name="lipsyncd-gateway",
+                    user=self._user or None,
+                    password=self._password or None,
                 )
                 break
             except (OSError, nats.errors.Error) as exc:
@@ -138,6 +145,10 @@ class JobBus:
                 await self._settle(message, on_event)
 
     async def _settle(self, message: Msg, on_event: EventHandler) -> None:
+        if not topology.event_authentic(self._signing_key, message.subject, message.data, message.headers):
+            log.error("dropping job event on %s: its signature does not verify", message.subject)
+            await message.term()
+            return
         try:
             event = lipsync_pb2.JobEvent.FromString(message.data)
         except DecodeError:

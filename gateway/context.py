@@ -29,7 +29,9 @@ class GatewayContext:
         return cls(
             settings=settings,
             db=Database(settings.database_url),
-            bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s),
+            bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s,
+                       user=settings.nats_user, password=settings.nats_password,
+                       signing_key=settings.secret_key_bytes()),
             signer=FileSigner(
                 secret_key=settings.secret_key_bytes(),
                 public_url=settings.public_url,

@@ -28,6 +28,14 @@ class Mesh:
     api_key: str
     output: list[str] = field(default_factory=list)
 
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.env['LIPSYNCD_NATS_PORT']}"
+
+    def nats_auth(self, user: str) -> dict[str, str]:
+        """Connect arguments for NATS as one of the mesh's users."""
+        return {}
+
     def admin(self, *args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "gateway.admin", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=60)

@@ -38,6 +38,6 @@ def test_readyz_reports_nats_triton_and_the_three_models(mesh: Mesh) -> None:
 
 
 def test_every_mesh_process_has_a_pid_file(mesh: Mesh) -> None:
-    for name in ("nats", "triton", "orchestrator", "gateway"):
+    for name in ("nats", "triton-1", "orchestrator-1", "gateway-1"):
         pid = int((mesh.home / "run" / f"{name}.pid").read_text())
         os.kill(pid, 0)  # raises if the process is gone
