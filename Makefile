@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench eval models proto install clean
+.PHONY: serve test unit integration e2e bench bench-scale eval models proto install clean
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
@@ -31,6 +31,10 @@ unit: install proto models
 
 bench: install proto models
 	$(PY) -m tests.bench.run --out reports/bench.md $(BENCH_ARGS)
+
+# Throughput of 1 vs 2 orchestrators and Tritons (`make serve` scale-out), a few minutes.
+bench-scale: install proto models
+	$(PY) -m tests.bench.scale --out reports/bench-scale.md $(BENCH_ARGS)
 
 eval: install proto models $(VENV)/.installed-eval
 	$(PY) -m tests.eval.run --out reports/eval.md $(EVAL_ARGS)

@@ -21,6 +21,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from proto import lipsync_pb2, topology
+from proto.sealed import seal
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,15 @@ class JobBus:
         return self._js
 
     async def publish_job(self, request: lipsync_pb2.JobRequest) -> None:
-        """Publish once per job: the message id is the job id, so JetStream drops repeats."""
+        """Publish once per job: the message id is the job id, so JetStream drops repeats.
+        The webhook secret goes sealed, never in clear."""
         js = self._require()
+        if request.webhook_secret and self._signing_key:
+            sealed = lipsync_pb2.JobRequest()
+            sealed.CopyFrom(request)
+            sealed.webhook_secret_sealed = seal(self._signing_key, request.webhook_secret, request.job_id)
+            sealed.ClearField("webhook_secret")
+            request = sealed
         try:
             await js.publish(
                 topology.job_subject(request.model),

@@ -36,6 +36,7 @@ from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispat
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
+from proto.sealed import SealBroken, unseal
 
 log = logging.getLogger("orchestrator")
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
@@ -173,8 +174,16 @@ class Orchestrator:
                                                                      request.job_id, status.status, data))
         if request.webhook_url:
             body = job_body(request, status, self.settings.base_url, self.settings.secret_key_bytes)
-            await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url,
-                                        request.webhook_secret, body)
+            secret = request.webhook_secret
+            if request.webhook_secret_sealed:
+                try:
+                    secret = unseal(self.settings.secret_key_bytes, request.webhook_secret_sealed, request.job_id)
+                except SealBroken:
+                    # A gateway with another secret key: no delivery can be signed.
+                    log.error("job %s: its webhook secret does not open with this secret key; "
+                              "no webhook is sent", request.job_id)
+                    return
+            await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url, secret, body)
 
     async def _heartbeat(self, msg: Msg) -> None:
         while True:
@@ -271,6 +280,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     webhooks = WebhookDispatcher(
         sender=HttpWebhookSender(allow_private=settings.allow_private_urls, timeout_s=settings.webhook_timeout_s),
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),
+        sealing_key=settings.secret_key_bytes,
     )
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
     await probing.start_probe_worker()

@@ -14,11 +14,18 @@ nats.pid and proxy.pid for the single ones).
 Ports come from PORT (gateway), LIPSYNCD_NATS_PORT, LIPSYNCD_TRITON_GRPC_PORT,
 LIPSYNCD_TRITON_HTTP_PORT and LIPSYNCD_TRITON_METRICS_PORT (the first Triton; more take
 free ports); state lives in LIPSYNCD_HOME. Every port but PORT is bound to 127.0.0.1.
+
+NATS requires a user: `gateway` and `orchestrator`, each with the subject permissions of
+proto/topology.py, in a config file written to LIPSYNCD_HOME/nats.conf (mode 0600). Their
+passwords are LIPSYNCD_NATS_GATEWAY_PASSWORD and LIPSYNCD_NATS_ORCHESTRATOR_PASSWORD, or
+generated once into LIPSYNCD_HOME/nats-passwords.json (0600).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,6 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: the repository's packages
+    sys.path.insert(0, str(ROOT))
+
+from proto.topology import NATS_PERMISSIONS  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300.0
 MAX_RESTARTS = 5
@@ -111,6 +122,33 @@ def _port_variable(name: str) -> str:
     return "PORT" if name == "gateway" else f"LIPSYNCD_{name.upper()}_PORT"
 
 
+def nats_passwords(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each NATS user's password: from the environment, else generated once under home."""
+    path = home / "nats-passwords.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    passwords = {user: env.get(f"LIPSYNCD_NATS_{user.upper()}_PASSWORD") or stored.get(user)
+                 or secrets.token_urlsafe(24) for user in NATS_PERMISSIONS}
+    if passwords != stored:
+        _write_private(path, json.dumps(passwords))
+    return passwords
+
+
+def write_nats_config(home: Path, passwords: dict[str, str]) -> Path:
+    """nats-server's config: the users and their permissions (ports and JetStream are flags)."""
+    users = [{"user": user, "password": passwords[user], "permissions": permissions}
+             for user, permissions in NATS_PERMISSIONS.items()]
+    path = home / "nats.conf"
+    _write_private(path, json.dumps({"authorization": {"users": users}}, indent=2))
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
 def triton_paths() -> tuple[Path, Path]:
     import pytriton  # noqa: PLC0415 - only to locate the bundled server
 
@@ -149,7 +187,8 @@ class Mesh:
                                 start_new_session=True)
         out.close()
         self.children[name] = proc
-        (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+        for pid_name in _pid_names(name):
+            (self.run_dir / f"{pid_name}.pid").write_text(str(proc.pid))
         print(f"lipsyncd: started {name} (pid {proc.pid}), log {self.logs / (name + '.log')}", flush=True)
 
     def check_alive(self) -> None:
@@ -187,7 +226,8 @@ class Mesh:
                 proc.kill()
             proc.wait()
         for name in self.children:
-            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            for pid_name in _pid_names(name):
+                (self.run_dir / f"{pid_name}.pid").unlink(missing_ok=True)
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -197,6 +237,13 @@ class Mesh:
                 return
             time.sleep(0.5)
         raise SystemExit(f"lipsyncd: {what} did not become ready within {timeout_s:.0f} s")
+
+
+def _pid_names(name: str) -> list[str]:
+    """gateway-2 -> [gateway-2]; the first of a kind also under its bare name (gateway.pid),
+    which the tools from before the scale-out read."""
+    kind, _, n = name.rpartition("-")
+    return [name, kind] if n == "1" else [name]
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
@@ -262,6 +309,10 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     })
     env.setdefault("LIPSYNCD_DRAIN_GRACE_S", str(MESH_DRAIN_GRACE_S))
+    passwords = nats_passwords(home, env)
+    nats_config = write_nats_config(home, passwords)
+    gateway_nats = {"LIPSYNCD_NATS_USER": "gateway", "LIPSYNCD_NATS_PASSWORD": passwords["gateway"]}
+    orchestrator_nats = {"LIPSYNCD_NATS_USER": "orchestrator", "LIPSYNCD_NATS_PASSWORD": passwords["orchestrator"]}
 
     mesh = Mesh(home, ports, env)
     stopping = False
@@ -274,7 +325,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        mesh.start("nats", [str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(ports.nats),
+        mesh.start("nats", [str(VENV_BIN / "nats-server"), "-c", str(nats_config),
+                            "-a", "127.0.0.1", "-p", str(ports.nats),
                             "-js", "-sd", str(home / "nats")])
         tritonserver, backends = triton_paths()
         triton_env = dict(env)
@@ -296,9 +348,12 @@ def main() -> None:
         for n, (_, http, _) in enumerate(triton_ports, start=1):
             mesh.wait_for(f"tritonserver {n}", lambda http=http: _http_ok(f"http://127.0.0.1:{http}/v2/health/ready"))
         for n in range(1, scale.orchestrators + 1):
-            mesh.start(f"orchestrator-{n}", [sys.executable, "-m", "orchestrator.main"], env={**MALLOC_ENV, **env})
+            mesh.start(f"orchestrator-{n}", [sys.executable, "-m", "orchestrator.main"],
+                       env={**MALLOC_ENV, **env, **orchestrator_nats})
         for n, port in enumerate(gateway_ports, start=1):
-            gateway_env = env if scale.gateways == 1 else {**env, "PORT": str(port), "LIPSYNCD_HOST": "127.0.0.1"}
+            gateway_env = {**env, **gateway_nats}
+            if scale.gateways > 1:
+                gateway_env.update({"PORT": str(port), "LIPSYNCD_HOST": "127.0.0.1"})
             mesh.start(f"gateway-{n}", [sys.executable, "-m", "gateway"], env=gateway_env)
         for port in gateway_ports:
             mesh.wait_for(f"gateway on port {port}", lambda port=port: _http_ok(f"http://127.0.0.1:{port}/readyz"))
