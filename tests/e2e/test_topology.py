@@ -409,4 +409,5 @@ def test_nats_users_may_publish_only_their_own_subjects(
     job = _wait_all(topology, [job_id])[job_id]
     assert job["status"] == "completed"
     assert _event_counts(topology).get(topology_names.event_subject(job_id)) == 1
-    assert "Permissions Violation" in _log(topology, "nats") or "Authorization Violation" in _log(topology, "nats")
+    nats_log = _log(topology, "nats")
+    assert f'user:gateway" - Publish Violation - Subject "{topology_names.event_subject(job_id)}"' in nats_log
