@@ -21,7 +21,7 @@ INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench eval models proto install clean testdata k8s-check images engines
+.PHONY: serve test unit integration e2e bench bench-scale eval models proto install clean testdata k8s-check images engines
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
@@ -56,6 +56,10 @@ testdata: $(VENV)/.installed
 
 bench: install proto models
 	$(PY) -m tests.bench.run --out reports/bench.md $(BENCH_ARGS)
+
+# Throughput of 1 vs 2 orchestrators and Tritons (`make serve` scale-out), a few minutes.
+bench-scale: install proto models
+	$(PY) -m tests.bench.scale --out reports/bench-scale.md $(BENCH_ARGS)
 
 eval: install proto models $(VENV)/.installed-eval
 	$(PY) -m tests.eval.run --out reports/eval.md $(EVAL_ARGS)

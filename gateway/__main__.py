@@ -26,7 +26,7 @@ def main() -> None:
         app.state.gateway.storage.check()  # the lifespan checks again; here it exits cleanly
     except (SecretKeyMissing, StorageUnavailable) as exc:
         raise SystemExit(f"lipsyncd gateway: {exc}") from None
-    uvicorn.run(app, host="0.0.0.0", port=settings.port,
+    uvicorn.run(app, host=settings.host, port=settings.port,
                 proxy_headers=bool(settings.trusted_proxies),
                 forwarded_allow_ips=",".join(settings.trusted_proxies) or "",
                 access_log=settings.access_log, log_level="info" if settings.access_log else "warning")

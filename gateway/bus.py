@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from proto import lipsync_pb2, topology
 from proto.vocabulary import ErrorCode
+from proto.sealed import seal
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,17 @@ class PublishUncertainError(BusUnavailableError):
 class JobBus:
     """One NATS connection; `start` keeps retrying in the background until NATS answers."""
 
-    def __init__(self, nats_url: str, timeout_s: float = 5.0, stream_replicas: int = 1) -> None:
+    def __init__(self, nats_url: str, timeout_s: float = 5.0, stream_replicas: int = 1, *,
+                 user: str = "", password: str = "",
+                 signing_key: bytes = b"") -> None:
         self._nats_url = nats_url
         self._where = without_credentials(nats_url)  # for logs: the URL may carry a password
         self._stream_replicas = stream_replicas
         self._timeout_s = timeout_s
+        self._user = user
+        self._password = password
+        # Events settle credits only with the orchestrator's signature made with this key.
+        self._signing_key = signing_key
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._status_kv: KeyValue | None = None
@@ -118,6 +125,8 @@ class JobBus:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
                     name="lipsyncd-gateway",
+                    user=self._user or None,
+                    password=self._password or None,
                 )
                 break
             except (OSError, nats.errors.Error) as exc:
@@ -164,6 +173,10 @@ class JobBus:
                 await self._settle(message, on_event)
 
     async def _settle(self, message: Msg, on_event: EventHandler) -> None:
+        if not topology.event_authentic(self._signing_key, message.subject, message.data, message.headers):
+            log.error("dropping job event on %s: its signature does not verify", message.subject)
+            await message.term()
+            return
         try:
             event = lipsync_pb2.JobEvent.FromString(message.data)
         except DecodeError:
@@ -211,8 +224,15 @@ class JobBus:
         return self._js
 
     async def publish_job(self, request: lipsync_pb2.JobRequest) -> None:
-        """Publish once per job: the message id is the job id, so JetStream drops repeats."""
+        """Publish once per job: the message id is the job id, so JetStream drops repeats.
+        The webhook secret goes sealed, never in clear."""
         js = self._require()
+        if request.webhook_secret and self._signing_key:
+            sealed = lipsync_pb2.JobRequest()
+            sealed.CopyFrom(request)
+            sealed.webhook_secret_sealed = seal(self._signing_key, request.webhook_secret, request.job_id)
+            sealed.ClearField("webhook_secret")
+            request = sealed
         try:
             await js.publish(
                 topology.job_subject(request.model),

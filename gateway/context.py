@@ -39,7 +39,9 @@ class GatewayContext:
             settings=settings,
             db=db,
             bus=JobBus(settings.nats_url, timeout_s=settings.nats_timeout_s,
-                       stream_replicas=settings.stream_replicas),
+                       stream_replicas=settings.stream_replicas,
+                       user=settings.nats_user, password=settings.nats_password,
+                       signing_key=settings.secret_key_bytes()),
             signer=FileSigner(
                 secret_key=settings.secret_key_bytes(),
                 public_url=settings.public_url,

@@ -21,8 +21,13 @@ class Settings(BaseSettings):
 
     home: Path = Path(".lipsyncd")
     port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "port"))
+    # The address the API listens on; 127.0.0.1 behind `make serve`'s round robin.
+    host: str = "0.0.0.0"  # noqa: S104 - the public port
     database_url: str = ""
     nats_url: str = "nats://127.0.0.1:4222"
+    # The gateway's NATS user (empty: no authentication), see proto/topology.py.
+    nats_user: str = ""
+    nats_password: str = ""
     triton_url: str = "127.0.0.1:8011"  # gRPC host:port (used by the orchestrator)
     triton_http_url: str = "http://127.0.0.1:8010"  # HTTP, for readiness checks
     public_url: str = ""

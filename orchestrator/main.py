@@ -1,7 +1,9 @@
 """The orchestrator's consumer loop: pulls JobRequests from JetStream, runs each in its own
 scratch directory with a heartbeat so a live job is not redelivered, records the final
-state, queues the webhook, and acks only when the job is finished. Run it with
-`python -m orchestrator.main`."""
+state, queues the webhook, and acks only when the job is finished. On SIGTERM it drains:
+it stops pulling, lets the running job finish within `drain_grace_s`, and past that hands
+the job back (nak) as a drained hand-back, which is not counted as a failed attempt. Run
+it with `python -m orchestrator.main`."""
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +32,8 @@ from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
-from orchestrator.stages import StageRequestError, StageUnavailable, TritonStages
+from orchestrator.stages import StageRequestError, StageUnavailable
+from orchestrator.triton_pool import PoolSettings, TritonPool
 from orchestrator.status import JobReporter, now_ms, read_status
 from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
 from postprocess.storage import StorageUnavailable, open_storage
@@ -40,6 +43,7 @@ from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
 from proto.urlsign import UrlSigner
 from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
+from proto.sealed import SealBroken, unseal
 from proto.secretkey import SecretKeyMissing
 
 log = logging.getLogger("orchestrator")
@@ -50,6 +54,8 @@ RETRY_DELAY_S = 5.0
 STAGE_CONFIG_ATTEMPTS = 30
 STAGE_CONFIG_RETRY_S = 2.0
 DEADLINE_CHECK_S = 1.0
+HAND_BACK_WAIT_S = 10.0  # for a canceled job to record its hand-back
+NATS_CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -67,22 +73,29 @@ class Orchestrator:
         self.res = resources
         self.webhooks = webhooks
         self.scratch_root = settings.scratch_root  # serve() gives each process its own
+        self.jobs_done = 0
+        # Set when the drain grace ran out: the running jobs are canceled and handed back.
+        self._handing_back = False
+        self._running: set[asyncio.Task[object]] = set()
 
     async def handle(self, msg: Msg) -> None:
         request = lipsync_pb2.JobRequest()
         request.ParseFromString(msg.data)
-        attempt = msg.metadata.num_delivered or 1
-        log.info("job %s (%s) attempt %d", request.job_id, request.model, attempt)
-
         # A job that reached a final state before a crash is only re-announced, not redone.
         previous = await read_status(self.bus.status_kv, request.job_id)
+        # JetStream counts every delivery; the hand-backs of draining workers are not attempts.
+        drained = previous.drained_handbacks if previous is not None else 0
+        attempt = max(1, (msg.metadata.num_delivered or 1) - drained)
+        log.info("job %s (%s) attempt %d", request.job_id, request.model, attempt)
         if previous is not None and previous.status in TERMINAL_STATUSES:
             await self._announce(request, previous)
             await msg.ack()
             return
 
         reporter = JobReporter(self.bus.js, self.bus.status_kv, self.bus.control_kv,
-                               request.job_id, attempt, request.seed)
+                               request.job_id, attempt, request.seed,
+                               signing_key=self.settings.secret_key_bytes)
+        reporter.status.drained_handbacks = drained
         if await reporter.is_canceled():
             await self._finish(request, reporter, JobStatus.CANCELED)
             await msg.ack()
@@ -100,8 +113,17 @@ class Orchestrator:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{request.job_id}-", dir=self.scratch_root))
         started = time.perf_counter()
+        job = asyncio.create_task(self._within_deadline(run_job(request, reporter, self.res, scratch), reporter))
+        self._running.add(job)
         try:
-            result = await self._within_deadline(run_job(request, reporter, self.res, scratch), reporter)
+            result = await job
+        except asyncio.CancelledError:
+            if not (self._handing_back and job.cancelled()):
+                raise
+            log.info("job %s handed back unfinished: drain grace over", request.job_id)
+            heartbeat.cancel()
+            await self._hand_back(msg, reporter.status)
+            return
         except MediaError as exc:
             if exc.code == ErrorCode.CANCELED:  # the gateway refused to bill a canceled job
                 log.info("job %s canceled (seen at billing)", request.job_id)
@@ -141,10 +163,28 @@ class Orchestrator:
             log.info("job %s %s in %d ms", request.job_id, reporter.status.status,
                      reporter.status.execution_time_ms)
         finally:
+            self._running.discard(job)
             heartbeat.cancel()
             shutil.rmtree(scratch, ignore_errors=True)
             release_heap()
         await msg.ack()
+        self.jobs_done += 1
+
+    async def _hand_back(self, msg: Msg, status: lipsync_pb2.JobStatus | None) -> None:
+        """Give a job back to JetStream for another worker, recorded as a drained hand-back
+        (before the nak, so the next delivery already sees it) so it costs no attempt."""
+        if status is None:
+            request = lipsync_pb2.JobRequest.FromString(msg.data)
+            status = await read_status(self.bus.status_kv, request.job_id) or lipsync_pb2.JobStatus(
+                job_id=request.job_id, status=JobStatus.PROCESSING, seed=request.seed)
+        if status.status in TERMINAL_STATUSES:  # finished meanwhile: nothing to hand back
+            await msg.ack()
+            return
+        status.drained_handbacks += 1
+        status.stage = "queued"
+        status.updated_at_ms = now_ms()
+        await self.bus.status_kv.put(status.job_id, status.SerializeToString())
+        await msg.nak()
 
     async def _finish(self, request: lipsync_pb2.JobRequest, reporter: JobReporter, status: str) -> None:
         """Record the final state: first the gateway's one decision (a cancel or the reaper
@@ -186,14 +226,24 @@ class Orchestrator:
                         publish_event: bool = True) -> None:
         """Publish the settling event and queue the webhook; both are deduplicated by id."""
         if publish_event:
-            event = lipsync_pb2.JobEvent(status=status, resolution=request.resolution or DEFAULT_RESOLUTION)
-            await self.bus.js.publish(topology.event_subject(request.job_id), event.SerializeToString(),
-                                      headers={"Nats-Msg-Id": f"{request.job_id}:{status.status}"})
+            data = lipsync_pb2.JobEvent(status=status,
+                                        resolution=request.resolution or DEFAULT_RESOLUTION).SerializeToString()
+            await self.bus.js.publish(topology.event_subject(request.job_id), data,
+                                      headers=topology.event_headers(self.settings.secret_key_bytes,
+                                                                     request.job_id, status.status, data))
         if request.webhook_url:
             signer = UrlSigner(self.settings.secret_key_bytes, self.settings.base_url)
             body = job_body(request, status, signer, self.settings.output_url_ttl_s)
-            await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url,
-                                        request.webhook_secret, body)
+            secret = request.webhook_secret
+            if request.webhook_secret_sealed:
+                try:
+                    secret = unseal(self.settings.secret_key_bytes, request.webhook_secret_sealed, request.job_id)
+                except SealBroken:
+                    # A gateway with another secret key: no delivery can be signed.
+                    log.error("job %s: its webhook secret does not open with this secret key; "
+                              "no webhook is sent", request.job_id)
+                    return
+            await self.webhooks.enqueue(self.bus.js, request.job_id, request.webhook_url, secret, body)
 
     async def _within_deadline(self, work: Coroutine[Any, Any, JobResult], reporter: JobReporter) -> JobResult:
         """Run the job until it finishes or its deadline passes: base + per-second x the
@@ -232,7 +282,9 @@ class Orchestrator:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver + 1,
+            # Unlimited: drained hand-backs are deliveries too; handle() counts the attempts
+            # and fails a job after max_deliver of them.
+            max_deliver=-1,
             max_ack_pending=max(16, self.settings.concurrency * 4),
         )
         sub = await self.bus.js.pull_subscribe(f"{topology.JOBS_SUBJECT_PREFIX}.>",
@@ -249,13 +301,40 @@ class Orchestrator:
                 log.warning("fetching jobs failed; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
-            outcomes = await asyncio.gather(*(self.handle(m) for m in msgs), return_exceptions=True)
-            for msg, outcome in zip(msgs, outcomes):
-                if isinstance(outcome, BaseException):
+            if stop.is_set():  # pulled while the drain began: back at once, unstarted
+                await asyncio.gather(*(self._hand_back(m, None) for m in msgs), return_exceptions=True)
+                break
+            handles = [asyncio.create_task(self.handle(m)) for m in msgs]
+            await self._run_batch(handles, stop)
+            for msg, task in zip(msgs, handles):
+                outcome = task.exception() if task.done() and not task.cancelled() else None
+                if outcome is not None:
                     # e.g. NATS went away while recording the result: the unacked job is
                     # redelivered, and this loop must keep consuming.
                     log.error("job message %s not settled; JetStream will redeliver it",
                               msg.subject, exc_info=outcome)
+
+    async def _run_batch(self, handles: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+        """Wait for the batch; once stop is set, for at most the drain grace, then cancel
+        the running jobs so that they are handed back."""
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([*handles, stopping], return_when=asyncio.FIRST_COMPLETED)
+            while not stop.is_set() and not all(t.done() for t in handles):
+                await asyncio.wait([*handles, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        pending = [t for t in handles if not t.done()]
+        if not pending:
+            return
+        log.info("draining: %d running job(s), up to %.0f s to finish", len(pending), self.settings.drain_grace_s)
+        _, pending_set = await asyncio.wait(pending, timeout=self.settings.drain_grace_s)
+        if not pending_set:
+            return
+        self._handing_back = True
+        for job in list(self._running):
+            job.cancel()
+        await asyncio.wait(pending_set, timeout=HAND_BACK_WAIT_S)
 
 
     async def _disk_has_room(self, stop: asyncio.Event) -> bool:
@@ -279,7 +358,7 @@ def release_heap() -> None:
 
 
 
-async def _stage_instances(stages: TritonStages) -> dict[str, int]:
+async def _stage_instances(stages: TritonPool) -> dict[str, int]:
     """Instances per stage model from Triton's model configuration (retried while Triton
     comes up; one each if it never answers, which only costs speed)."""
     for attempt in range(STAGE_CONFIG_ATTEMPTS):
@@ -297,13 +376,16 @@ async def _stage_instances(stages: TritonStages) -> dict[str, int]:
 
 async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                            name="lipsyncd-orchestrator")
+                            name="lipsyncd-orchestrator", user=settings.nats_user or None,
+                            password=settings.nats_password or None)
     js = nc.jetstream()
     await topology.ensure_topology(js, settings.stream_replicas)
     bus = Bus(js=js, status_kv=await js.key_value(topology.STATUS_BUCKET),
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
     storage = open_storage(settings.storage_url, settings.storage_root, settings.s3_config())
-    stages = TritonStages(settings.triton_url)
+    stages = TritonPool(settings.triton_url_list,
+                        PoolSettings(probe_interval_s=settings.triton_probe_interval_s,
+                                     all_down_wait_s=settings.triton_all_down_wait_s))
     instances = await _stage_instances(stages)
     # Media uploaded to our own gateway is read from storage, not fetched over HTTP.
     fetcher = StorageShortcutFetcher(storage, settings.base_url,
@@ -314,6 +396,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     webhooks = WebhookDispatcher(
         sender=HttpWebhookSender(allow_private=settings.allow_private_urls, timeout_s=settings.webhook_timeout_s),
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),
+        sealing_key=settings.secret_key_bytes,
     )
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
     orchestrator.scratch_root = claim_scratch_root(settings.scratch_root)
@@ -321,17 +404,26 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop)),
              asyncio.create_task(sweep_periodically(storage, settings.file_retention_s,
                                                     settings.file_sweep_interval_s, stop))]
-    log.info("orchestrator consuming %s (triton %s)", topology.JOBS_STREAM, settings.triton_url)
+    log.info("orchestrator consuming %s (triton %s)", topology.JOBS_STREAM, ", ".join(stages.urls))
     await stop.wait()
-    for task in tasks:
+    # The consumer drains: stops pulling, lets the running job finish or hands it back.
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks[0]
+    log.info("orchestrator stopping: %d job(s) done here; triton calls %s", orchestrator.jobs_done, stages.stats())
+    for task in tasks[1:]:
         task.cancel()
-    for task in tasks:
+    for task in tasks[1:]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await stages.close()
     await probing.close_probe_worker()
     shutil.rmtree(orchestrator.scratch_root, ignore_errors=True)
-    await nc.drain()
+    # Every publish was awaited already; draining the connection would wait on the pull
+    # subscription (and hang while NATS is away), so it is closed, with a bound.
+    try:
+        await asyncio.wait_for(nc.close(), NATS_CLOSE_TIMEOUT_S)
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.warning("NATS connection not closed cleanly: %r", exc)
 
 
 def _refuse_broken_configuration(settings: OrchestratorSettings) -> None:

@@ -18,7 +18,13 @@ class OrchestratorSettings(BaseSettings):
 
     home: Path = Path(".lipsyncd")
     nats_url: str = "nats://127.0.0.1:4222"
+    # The orchestrator's NATS user (empty: no authentication), see proto/topology.py.
+    nats_user: str = ""
+    nats_password: str = ""
     triton_url: str = "127.0.0.1:8011"
+    # Several Triton servers, comma-separated gRPC host:port; stage calls are spread over
+    # them (round robin, a dead one skipped). Empty: triton_url alone.
+    triton_urls: str = ""
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
     storage_dir: Path | None = None
@@ -65,6 +71,13 @@ class OrchestratorSettings(BaseSettings):
     heartbeat_s: float = 5.0
     max_deliver: int = 3
     concurrency: int = 1
+    # On SIGTERM the orchestrator stops pulling and lets its running job finish for this
+    # long; past it the job is handed back (not counted as a failed attempt) and exits.
+    drain_grace_s: float = Field(default=25.0, ge=0)
+    # How often a Triton server marked down is probed, and how long a stage call waits for
+    # one to come back when every server is down.
+    triton_probe_interval_s: float = 1.0
+    triton_all_down_wait_s: float = 30.0
     render_batch: int = 25
     # Parts a speech of 4-34 s is split into for the audio_features stage, decoded side by
     # side by its instances (model_repository/audio_features/config.pbtxt); speech of 34-120 s
@@ -77,6 +90,11 @@ class OrchestratorSettings(BaseSettings):
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
     webhook_schedule_s: str = ",".join(f"{s:g}" for s in DEFAULT_DELAYS_S)
     webhook_timeout_s: float = 10.0
+
+    @property
+    def triton_url_list(self) -> list[str]:
+        urls = [url.strip() for url in self.triton_urls.split(",") if url.strip()]
+        return urls or [self.triton_url]
 
     @property
     def home_dir(self) -> Path:

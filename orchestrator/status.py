@@ -24,8 +24,9 @@ class JobReporter:
     """Writes one job's status; throttles progress writes to a few per second."""
 
     def __init__(self, js: JetStreamContext, status_kv: KeyValue, control_kv: KeyValue,
-                 job_id: str, attempt: int, seed: int) -> None:
+                 job_id: str, attempt: int, seed: int, signing_key: bytes = b"") -> None:
         self._js = js
+        self._signing_key = signing_key
         self._status_kv = status_kv
         self._control_kv = control_kv
         self.status = lipsync_pb2.JobStatus(job_id=job_id, status=JobStatus.PROCESSING, stage="queued",
@@ -77,11 +78,11 @@ class JobReporter:
         if status == JobStatus.COMPLETED:
             self.status.progress = 1.0
         await self._put(force=True)
-        event = lipsync_pb2.JobEvent(status=self.status, resolution=resolution)
+        data = lipsync_pb2.JobEvent(status=self.status, resolution=resolution).SerializeToString()
         await self._js.publish(
             topology.event_subject(self.status.job_id),
-            event.SerializeToString(),
-            headers={"Nats-Msg-Id": f"{self.status.job_id}:{status}"},
+            data,
+            headers=topology.event_headers(self._signing_key, self.status.job_id, status, data),
         )
 
 

@@ -32,6 +32,7 @@ from proto.addresses import (
     refusal_text,
     resolve_host,
 )
+from proto.sealed import SealBroken, seal, unseal
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,11 @@ class WebhookDispatcher:
         batch: int = 16,
         ack_wait_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        sealing_key: bytes = b"",
     ) -> None:
         self.sender = sender
+        # With a key the pending delivery's secret waits in the stream sealed (proto/sealed.py).
+        self.sealing_key = sealing_key
         self.schedule = schedule
         self.batch = batch
         self.ack_wait_s = ack_wait_s
@@ -224,8 +228,12 @@ class WebhookDispatcher:
         webhook_id = webhook_id_for(job_id)
         delivery = WebhookDelivery(webhook_id, job_id, url, secret, body,
                                    int(self.clock() * 1000))
+        message = delivery.to_proto()
+        if self.sealing_key and secret:
+            message.secret_sealed = seal(self.sealing_key, secret, job_id)
+            message.ClearField("secret")
         await js.publish(
-            topology.webhook_subject(job_id), delivery.to_proto().SerializeToString(),
+            topology.webhook_subject(job_id), message.SerializeToString(),
             stream=topology.WEBHOOKS_STREAM, headers={"Nats-Msg-Id": webhook_id},
         )
         return webhook_id
@@ -283,7 +291,14 @@ class WebhookDispatcher:
     async def handle(self, msg: Msg) -> None:
         attempt = msg.metadata.num_delivered
         try:
-            delivery = WebhookDelivery.from_proto(lipsync_pb2.WebhookDelivery.FromString(msg.data))
+            message = lipsync_pb2.WebhookDelivery.FromString(msg.data)
+            if message.secret_sealed:
+                message.secret = unseal(self.sealing_key, message.secret_sealed, message.job_id)
+            delivery = WebhookDelivery.from_proto(message)
+        except SealBroken:
+            log.error("dropping webhook message on %s: its sealed secret does not open", msg.subject)
+            await msg.term()
+            return
         except DecodeError:
             log.error("dropping undecodable webhook message on %s", msg.subject)
             await msg.term()

@@ -1,8 +1,13 @@
 """The NATS JetStream topology both services agree on: stream, subject, bucket and consumer
-names, and the idempotent provisioning that either side runs at start."""
+names, the idempotent provisioning that either side runs at start, each side's NATS user
+permissions, and the HMAC that authenticates job events (the only messages that move
+credits) with the secret key both sides share."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+from collections.abc import Mapping
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -34,6 +39,52 @@ WEBHOOK_CONSUMER = "webhook-sender"
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
 STATUS_TTL_S = 7 * 24 * 3600
 DUPLICATE_WINDOW_S = 24 * 3600
+
+
+# NATS users (`make serve` writes them into nats-server's config, see deploy/local/mesh.py):
+# the gateway publishes jobs and cancel flags, reads statuses and consumes events; the
+# orchestrator the reverse. Neither may reshape or empty the streams once they exist.
+STREAM_ADMIN_DENY = ["$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
+                     "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>"]
+NATS_PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
+    "gateway": {
+        "publish": {"allow": [f"{JOBS_SUBJECT_PREFIX}.>", f"$KV.{CONTROL_BUCKET}.>", "$JS.API.>",
+                              f"$JS.ACK.{EVENTS_STREAM}.>", "_INBOX.>"],
+                    "deny": STREAM_ADMIN_DENY},
+        "subscribe": {"allow": ["_INBOX.>", BILLING_RESERVE_SUBJECT, BILLING_FINALIZE_SUBJECT]},
+    },
+    "orchestrator": {
+        "publish": {"allow": [f"{EVENTS_SUBJECT_PREFIX}.>", f"{WEBHOOKS_SUBJECT_PREFIX}.>",
+                              f"$KV.{STATUS_BUCKET}.>", BILLING_RESERVE_SUBJECT, BILLING_FINALIZE_SUBJECT,
+                              "$JS.API.>",
+                              f"$JS.ACK.{JOBS_STREAM}.>", f"$JS.ACK.{WEBHOOKS_STREAM}.>"],
+                    "deny": STREAM_ADMIN_DENY},
+        "subscribe": {"allow": ["_INBOX.>"]},
+    },
+}
+
+EVENT_SIGNATURE_HEADER = "Lipsyncd-Event-Signature"
+
+
+def _event_key(secret_key: bytes) -> bytes:
+    """A key of its own for events, derived from the shared secret key."""
+    return hmac.new(secret_key, b"lipsyncd job events v1", hashlib.sha256).digest()
+
+
+def event_signature(secret_key: bytes, subject: str, data: bytes) -> str:
+    return hmac.new(_event_key(secret_key), subject.encode() + b"\n" + data, hashlib.sha256).hexdigest()
+
+
+def event_headers(secret_key: bytes, job_id: str, status: str, data: bytes) -> dict[str, str]:
+    """Headers of the job's final event: its deduplication id and its signature."""
+    return {"Nats-Msg-Id": f"{job_id}:{status}",
+            EVENT_SIGNATURE_HEADER: event_signature(secret_key, event_subject(job_id), data)}
+
+
+def event_authentic(secret_key: bytes, subject: str, data: bytes, headers: Mapping[str, str] | None) -> bool:
+    """True when the event carries the signature only a holder of the secret key can make."""
+    given = (headers or {}).get(EVENT_SIGNATURE_HEADER, "")
+    return bool(given) and hmac.compare_digest(given.encode(), event_signature(secret_key, subject, data).encode())
 
 
 def job_subject(model: str) -> str:

@@ -1,13 +1,29 @@
 """`make serve`: the whole mesh on one machine. Starts nats-server (JetStream), tritonserver
 on model_repository/ (CPU, Python backend), the orchestrator and the gateway as child
-processes; creates a local admin with a ready API key; stops everything on Ctrl-C/SIGTERM.
+processes; creates a local admin with a ready API key; stops everything on Ctrl-C/SIGTERM
+within STOP_TIMEOUT_S.
+
+Scale-out: LIPSYNCD_GATEWAYS, LIPSYNCD_ORCHESTRATORS and LIPSYNCD_TRITONS (default 1 each)
+start that many of each. With several gateways a round-robin proxy (deploy/local/proxy.py)
+holds the public PORT and the gateways listen on free ports of 127.0.0.1; each orchestrator
+spreads its stage calls over every Triton (orchestrator/triton_pool.py). All of them share
+LIPSYNCD_HOME (storage, secret key) and LIPSYNCD_DATABASE_URL, passed through as given.
+Each process's pid file is LIPSYNCD_HOME/run/<kind>-<n>.pid (gateway-1.pid, triton-2.pid;
+nats.pid and proxy.pid for the single ones).
 
 Ports come from PORT (gateway), LIPSYNCD_NATS_PORT, LIPSYNCD_TRITON_GRPC_PORT,
-LIPSYNCD_TRITON_HTTP_PORT and LIPSYNCD_TRITON_METRICS_PORT; state lives in LIPSYNCD_HOME.
+LIPSYNCD_TRITON_HTTP_PORT and LIPSYNCD_TRITON_METRICS_PORT (the first Triton; more take
+free ports); state lives in LIPSYNCD_HOME. Every port but PORT is bound to 127.0.0.1.
+
+NATS requires a user: `gateway` and `orchestrator`, each with the subject permissions of
+proto/topology.py, in a config file written to LIPSYNCD_HOME/nats.conf (mode 0600). Their
+passwords are LIPSYNCD_NATS_GATEWAY_PASSWORD and LIPSYNCD_NATS_ORCHESTRATOR_PASSWORD, or
+generated once into LIPSYNCD_HOME/nats-passwords.json (0600).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -24,6 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: the repository's packages
+    sys.path.insert(0, str(ROOT))
+
+from proto.topology import NATS_PERMISSIONS  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300.0
 MAX_RESTARTS = 5
@@ -36,6 +56,14 @@ RESTART_WINDOW_S = 60.0
 # in job time measured.
 TRITON_MEMORY_FLAGS = ("--grpc-infer-allocation-pool-size=0",)
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
+# Ctrl-C/SIGTERM: every child is gone within 10 s. Orchestrators and gateways are stopped
+# first (an orchestrator drains its running job, handing it back past its grace), then
+# Triton (killed: it keeps no state, and unloading its models takes seconds) and NATS,
+# which the draining orchestrator still needs; whatever is left at STOP_TIMEOUT_S is killed.
+STOP_TIMEOUT_S = 9.0
+FRONT_STOP_S = 7.0
+# The drain grace the mesh gives its orchestrators unless LIPSYNCD_DRAIN_GRACE_S says.
+MESH_DRAIN_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +73,26 @@ class Ports:
     triton_grpc: int
     triton_http: int
     triton_metrics: int
+
+
+@dataclass(frozen=True)
+class Scale:
+    gateways: int
+    orchestrators: int
+    tritons: int
+
+
+def read_scale(env: dict[str, str]) -> Scale:
+    counts = {}
+    for kind in ("gateways", "orchestrators", "tritons"):
+        name = f"LIPSYNCD_{kind.upper()}"
+        try:
+            counts[kind] = int(env.get(name, "1"))
+        except ValueError:
+            raise SystemExit(f"lipsyncd: {name} must be a whole number, got {env[name]!r}") from None
+        if not 1 <= counts[kind] <= 16:
+            raise SystemExit(f"lipsyncd: {name} must be between 1 and 16, got {counts[kind]}")
+    return Scale(**counts)
 
 
 def read_ports(env: dict[str, str]) -> Ports:
@@ -72,6 +120,33 @@ def check_ports_free(ports: Ports) -> None:
 
 def _port_variable(name: str) -> str:
     return "PORT" if name == "gateway" else f"LIPSYNCD_{name.upper()}_PORT"
+
+
+def nats_passwords(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each NATS user's password: from the environment, else generated once under home."""
+    path = home / "nats-passwords.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    passwords = {user: env.get(f"LIPSYNCD_NATS_{user.upper()}_PASSWORD") or stored.get(user)
+                 or secrets.token_urlsafe(24) for user in NATS_PERMISSIONS}
+    if passwords != stored:
+        _write_private(path, json.dumps(passwords))
+    return passwords
+
+
+def write_nats_config(home: Path, passwords: dict[str, str]) -> Path:
+    """nats-server's config: the users and their permissions (ports and JetStream are flags)."""
+    users = [{"user": user, "password": passwords[user], "permissions": permissions}
+             for user, permissions in NATS_PERMISSIONS.items()]
+    path = home / "nats.conf"
+    _write_private(path, json.dumps({"authorization": {"users": users}}, indent=2))
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def triton_paths() -> tuple[Path, Path]:
@@ -112,7 +187,8 @@ class Mesh:
                                 start_new_session=True)
         out.close()
         self.children[name] = proc
-        (self.run_dir / f"{name}.pid").write_text(str(proc.pid))
+        for pid_name in _pid_names(name):
+            (self.run_dir / f"{pid_name}.pid").write_text(str(proc.pid))
         print(f"lipsyncd: started {name} (pid {proc.pid}), log {self.logs / (name + '.log')}", flush=True)
 
     def check_alive(self) -> None:
@@ -131,17 +207,27 @@ class Mesh:
             self._spawn(name)
 
     def stop(self) -> None:
-        children = list(self.children.values())[::-1]
-        for proc in children:
+        """The front (proxy, gateways, orchestrators) first, then the back (Triton, NATS);
+        whatever is still running at STOP_TIMEOUT_S is killed with its process group."""
+        started = time.monotonic()
+        back = ("nats", "triton")
+        front = [p for n, p in self.children.items() if not n.startswith(back)]
+        rear = [p for n, p in self.children.items() if n.startswith(back)]
+        for proc in front:
             _kill_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in children:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _wait_all(front, started + FRONT_STOP_S)
+        for name, proc in self.children.items():
+            if name.startswith(back):  # Triton holds no state worth a slow unload
+                _kill_group(proc.pid, signal.SIGKILL if name.startswith("triton") else signal.SIGTERM)
+        _wait_all(front + rear, started + STOP_TIMEOUT_S)
+        for proc in front + rear:
             _kill_group(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for name in self.children:
+            for pid_name in _pid_names(name):
+                (self.run_dir / f"{pid_name}.pid").unlink(missing_ok=True)
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -151,6 +237,27 @@ class Mesh:
                 return
             time.sleep(0.5)
         raise SystemExit(f"lipsyncd: {what} did not become ready within {timeout_s:.0f} s")
+
+
+def _pid_names(name: str) -> list[str]:
+    """gateway-2 -> [gateway-2]; the first of a kind also under its bare name (gateway.pid),
+    which the tools from before the scale-out read."""
+    kind, _, n = name.rpartition("-")
+    return [name, kind] if n == "1" else [name]
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], deadline: float) -> None:
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass  # killed by the caller
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -195,6 +302,7 @@ def main() -> None:
 
     env = dict(os.environ)
     ports = read_ports(env)
+    scale = read_scale(env)
     home = Path(env.get("LIPSYNCD_HOME", ".lipsyncd")).resolve()
     os.umask(0o077)  # every child's state under LIPSYNCD_HOME is the owner's only
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -203,15 +311,25 @@ def main() -> None:
     check_ports_free(ports)
     public_url = env.get("LIPSYNCD_PUBLIC_URL") or f"http://127.0.0.1:{ports.gateway}"
     site_packages = sysconfig.get_paths()["purelib"]
+    # Triton n: (grpc, http, metrics); the first on the configured ports.
+    triton_ports = [(ports.triton_grpc, ports.triton_http, ports.triton_metrics)]
+    triton_ports += [(_free_port(), _free_port(), _free_port()) for _ in range(scale.tritons - 1)]
+    gateway_ports = [ports.gateway] if scale.gateways == 1 else [_free_port() for _ in range(scale.gateways)]
     env.update({
         "LIPSYNCD_HOME": str(home),
         "PORT": str(ports.gateway),
         "LIPSYNCD_PUBLIC_URL": public_url,
         "LIPSYNCD_NATS_URL": f"nats://127.0.0.1:{ports.nats}",
         "LIPSYNCD_TRITON_URL": f"127.0.0.1:{ports.triton_grpc}",
+        "LIPSYNCD_TRITON_URLS": ",".join(f"127.0.0.1:{grpc}" for grpc, _, _ in triton_ports),
         "LIPSYNCD_TRITON_HTTP_URL": f"http://127.0.0.1:{ports.triton_http}",
         "PYTHONPATH": str(ROOT),
     })
+    env.setdefault("LIPSYNCD_DRAIN_GRACE_S", str(MESH_DRAIN_GRACE_S))
+    passwords = nats_passwords(home, env)
+    nats_config = write_nats_config(home, passwords)
+    gateway_nats = {"LIPSYNCD_NATS_USER": "gateway", "LIPSYNCD_NATS_PASSWORD": passwords["gateway"]}
+    orchestrator_nats = {"LIPSYNCD_NATS_USER": "orchestrator", "LIPSYNCD_NATS_PASSWORD": passwords["orchestrator"]}
 
     mesh = Mesh(home, ports, env)
     stopping = False
@@ -224,7 +342,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        mesh.start("nats", [str(VENV_BIN / "nats-server"), "-a", "127.0.0.1", "-p", str(ports.nats),
+        mesh.start("nats", [str(VENV_BIN / "nats-server"), "-c", str(nats_config),
+                            "-a", "127.0.0.1", "-p", str(ports.nats),
                             "-js", "-sd", str(home / "nats")])
         tritonserver, backends = triton_paths()
         triton_env = dict(env)
@@ -235,15 +354,31 @@ def main() -> None:
         triton_env["LIPSYNCD_STAGE_PYTHONPATH"] = f"{site_packages}:{ROOT}"
         triton_env.setdefault("OMP_NUM_THREADS", "1")
         triton_env = {**MALLOC_ENV, **triton_env}
-        mesh.start("triton", [str(tritonserver), f"--model-repository={ROOT / 'model_repository'}",
-                              f"--backend-directory={backends}", f"--grpc-port={ports.triton_grpc}",
-                              f"--http-port={ports.triton_http}", f"--metrics-port={ports.triton_metrics}",
-                              "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS], env=triton_env)
+        for n, (grpc, http, metrics) in enumerate(triton_ports, start=1):
+            mesh.start(f"triton-{n}", [
+                str(tritonserver), f"--model-repository={ROOT / 'model_repository'}",
+                f"--backend-directory={backends}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
+                "--http-address=127.0.0.1", f"--http-port={http}",
+                "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
+                "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS], env=triton_env)
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
-        mesh.wait_for("tritonserver", lambda: _http_ok(f"http://127.0.0.1:{ports.triton_http}/v2/health/ready"))
-        mesh.start("orchestrator", [sys.executable, "-m", "orchestrator.main"], env={**MALLOC_ENV, **env})
-        mesh.start("gateway", [sys.executable, "-m", "gateway"])
-        mesh.wait_for("gateway", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
+        for n, (_, http, _) in enumerate(triton_ports, start=1):
+            mesh.wait_for(f"tritonserver {n}", lambda http=http: _http_ok(f"http://127.0.0.1:{http}/v2/health/ready"))
+        for n in range(1, scale.orchestrators + 1):
+            mesh.start(f"orchestrator-{n}", [sys.executable, "-m", "orchestrator.main"],
+                       env={**MALLOC_ENV, **env, **orchestrator_nats})
+        for n, port in enumerate(gateway_ports, start=1):
+            gateway_env = {**env, **gateway_nats}
+            if scale.gateways > 1:
+                gateway_env.update({"PORT": str(port), "LIPSYNCD_HOST": "127.0.0.1"})
+            mesh.start(f"gateway-{n}", [sys.executable, "-m", "gateway"], env=gateway_env)
+        for port in gateway_ports:
+            mesh.wait_for(f"gateway on port {port}", lambda port=port: _http_ok(f"http://127.0.0.1:{port}/readyz"))
+        if scale.gateways > 1:
+            mesh.start("proxy", [sys.executable, str(ROOT / "deploy" / "local" / "proxy.py"),
+                                 "--listen", f"0.0.0.0:{ports.gateway}",
+                                 *(f"--backend=127.0.0.1:{port}" for port in gateway_ports)])
+            mesh.wait_for("proxy", lambda: _http_ok(f"http://127.0.0.1:{ports.gateway}/readyz"))
         if not args.no_admin:
             key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,  # stderr: where the password is
                                  check=True, stdout=subprocess.PIPE, text=True).stdout.strip()

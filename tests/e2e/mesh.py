@@ -2,6 +2,7 @@
 free ports, with a client helper for the REST API."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,15 @@ class Mesh:
     url: str
     api_key: str
     output: list[str] = field(default_factory=list)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.env['LIPSYNCD_NATS_PORT']}"
+
+    def nats_auth(self, user: str) -> dict[str, str]:
+        """Connect arguments for NATS as one of the mesh's users."""
+        passwords = json.loads((self.home / "nats-passwords.json").read_text())
+        return {"user": user, "password": passwords[user]}
 
     def admin(self, *args: str) -> str:
         done = subprocess.run([sys.executable, "-m", "gateway.admin", *args], cwd=ROOT, env=self.env,

@@ -53,7 +53,7 @@ def test_killed_orchestrator_job_is_finished_once_by_the_next_one(
 ) -> None:
     job_id = _submit(mesh, media, webhook=f"{receiver.url}/killed")
     _wait_stage(mesh, job_id, "render")
-    _kill(mesh, "orchestrator")
+    _kill(mesh, "orchestrator-1")
     job = mesh.wait_job(job_id, timeout_s=240)
     assert job["status"] == "completed", job
     _deliveries_settle(receiver, job_id, 1)
@@ -66,7 +66,7 @@ def test_killed_orchestrator_job_is_finished_once_by_the_next_one(
 def test_job_survives_a_triton_restart_mid_render(mesh: Mesh, media: MediaServer) -> None:
     job_id = _submit(mesh, media)
     _wait_stage(mesh, job_id, "render")
-    _kill(mesh, "triton")
+    _kill(mesh, "triton-1")
     job = mesh.wait_job(job_id, timeout_s=300)
     assert job["status"] == "completed", job
 

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from gateway.context import GatewayContext
 from proto import lipsync_pb2, topology
 from proto.jobobject import iso_from_ms
+from proto.sealed import unseal
 from tests.integration.conftest_gateway import ApiAccount, api_balance
 
 # Fixtures: gateway_app, client, ctx, make_account, orchestrator_nc (and nats_url).
@@ -97,7 +98,9 @@ async def test_submission_publishes_job_request_and_reserves_minimum(
     }
     assert request.resolution == "480p" and request.prompt == "calm"
     assert request.webhook_url == "https://hooks.example.com/done"
-    assert request.webhook_secret.startswith("whsec_")
+    # The account's whsec_ secret travels sealed with the shared key, never in clear.
+    assert request.webhook_secret == "" and b"whsec_" not in request.SerializeToString()
+    assert unseal(b"test-secret", request.webhook_secret_sealed, request.job_id).startswith("whsec_")
     assert request.reserved_credits == 5 and request.account_id == account.account_id
     assert api_balance(ctx, account.account_id) == 95
 

@@ -44,9 +44,17 @@ def ledger_kinds(ctx: GatewayContext, job_id: str) -> Counter[str]:
     return Counter(rows)
 
 
-async def publish_event(nc: Client, status: lipsync_pb2.JobStatus) -> None:
-    event = lipsync_pb2.JobEvent(status=status, resolution="480p")
-    await nc.jetstream().publish(topology.event_subject(status.job_id), event.SerializeToString())
+SECRET_KEY = b"test-secret"  # gateway_settings' key, shared with the orchestrator
+
+
+async def publish_event(nc: Client, status: lipsync_pb2.JobStatus, key: bytes = SECRET_KEY,
+                        dedup: bool = False) -> None:
+    """The job's final event as the orchestrator sends it, signed with `key`."""
+    data = lipsync_pb2.JobEvent(status=status, resolution="480p").SerializeToString()
+    headers = topology.event_headers(key, status.job_id, status.status, data)
+    if not dedup:
+        headers.pop("Nats-Msg-Id")
+    await nc.jetstream().publish(topology.event_subject(status.job_id), data, headers=headers)
 
 
 async def reserve(nc: Client, job_id: str, duration_s: float) -> lipsync_pb2.ReserveReply:
@@ -95,6 +103,33 @@ async def test_completed_event_delivered_twice_captures_once(
     assert ranged.headers["content-type"] == "video/mp4"
     tampered = await client.get(path.replace(output_key, "outputs/other.mp4"))
     assert tampered.status_code == 403
+
+
+async def test_forged_event_is_not_settled_and_the_real_one_is(
+    client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext,
+    orchestrator_nc: Client,
+) -> None:
+    """An event that does not carry the orchestrator's signature (no signature, or one made
+    with another key) moves no credit and changes no job; the genuine one then settles."""
+    account = make_account(api_credits=50)
+    job_id = await submit_video(client, account)
+    assert (await reserve(orchestrator_nc, job_id, 20.0)).reserved_credits == 20
+    failed = lipsync_pb2.JobStatus(job_id=job_id, status="failed", error="forged", error_code="no_face")
+    data = lipsync_pb2.JobEvent(status=failed, resolution="480p").SerializeToString()
+    await orchestrator_nc.jetstream().publish(topology.event_subject(job_id), data)
+    await publish_event(orchestrator_nc, failed, key=b"not-the-shared-key")
+    await asyncio.sleep(2.0)  # more than the consumer needs to settle an event
+    assert ledger_kinds(ctx, job_id) == Counter({"reserve": 1, "reserve_raise": 1})
+    assert api_balance(ctx, account.account_id) == 30
+    job = (await client.get(f"/api/v1/jobs/{job_id}", headers=account.headers)).json()
+    assert job["status"] == "processing"
+
+    completed = lipsync_pb2.JobStatus(job_id=job_id, status="completed", stage="done",
+                                      output_key=f"outputs/{job_id}.mp4", output_duration_s=20.0)
+    await publish_event(orchestrator_nc, completed, dedup=True)
+    await wait_for_job_status(ctx, job_id, "completed")
+    assert ledger_kinds(ctx, job_id) == Counter({"reserve": 1, "reserve_raise": 1, "capture": 1})
+    assert api_balance(ctx, account.account_id) == 30
 
 
 async def test_failed_event_releases_the_whole_reservation(

@@ -304,3 +304,24 @@ async def test_pending_retry_survives_dispatcher_and_server_restart(nats_server,
         stop.set()
         await task
         await nc.close()
+
+
+async def test_pending_webhook_waits_in_the_stream_with_its_secret_sealed(nats_server, receiver):
+    receiver.script = [500]
+    secret = new_webhook_secret()
+    nc, js = await connect(nats_server)
+    dispatcher = WebhookDispatcher(HttpWebhookSender(allow_private=True), FAST, sealing_key=b"shared-key")
+    stop, task = await run_dispatcher(dispatcher, js)
+    try:
+        body = job_body("job-sealed")
+        await dispatcher.enqueue(js, "job-sealed", receiver.url, secret, body)
+        await wait_for(lambda: len(receiver.received) == 1)
+        stored = await js.get_last_msg(topology.WEBHOOKS_STREAM, topology.webhook_subject("job-sealed"))
+        assert b"whsec_" not in stored.data and secret.encode() not in stored.data
+        await wait_for(lambda: len(receiver.received) == 2)
+        for attempt in receiver.received:
+            verify_webhook(secret, attempt.headers, attempt.body, now=time.time())
+    finally:
+        stop.set()
+        await task
+        await nc.close()
