@@ -18,12 +18,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench eval models proto install clean
+.PHONY: serve test unit integration e2e bench eval models proto install chromium clean
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
 
-test: install proto models
+test: install proto models chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 unit: install proto models
@@ -40,6 +40,10 @@ $(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from gateway import files
+from gateway import deliveries, files
 from gateway.api import account, health, uploads
 from gateway.api import jobs as job_routes
 from gateway.api.deps import document_bearer_auth
@@ -19,6 +19,7 @@ from gateway.billing.settlement import Outcome, raise_reservation, settle
 from gateway.context import GatewayContext
 from gateway.metrics import JOBS_SETTLED, RESERVATIONS, ObserveRequests
 from gateway.settings import Settings
+from gateway.web.dashboard import install_dashboard
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,21 @@ def _reserve_handler(
     return on_reserve
 
 
+def _attempt_handler(
+    ctx: GatewayContext,
+) -> Callable[[lipsync_pb2.WebhookAttempt], Awaitable[None]]:
+    async def on_attempt(report: lipsync_pb2.WebhookAttempt) -> None:
+        await ctx.db.run_async(lambda s: deliveries.store_attempt(s, report))
+
+    return on_attempt
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     ctx: GatewayContext = app.state.gateway
     await run_in_threadpool(ctx.db.migrate)
     ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
-    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx))
+    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _attempt_handler(ctx))
     try:
         yield
     finally:
@@ -70,6 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         # Some clients of the hosted APIs send a JSON body with no Content-Type at all.
         strict_content_type=False,
+        # Served by the dashboard from packaged files (gateway/web/docs.py), never a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = GatewayContext.build(settings)
     install_error_handlers(app)
@@ -80,4 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(health.router)
     app.include_router(files.router)
+    install_dashboard(app)
     return app

@@ -21,6 +21,8 @@ EVENTS_STREAM = "LIPSYNCD_EVENTS"
 EVENTS_SUBJECT_PREFIX = "lipsyncd.events"      # lipsyncd.events.<job_id>
 WEBHOOKS_STREAM = "LIPSYNCD_WEBHOOKS"
 WEBHOOKS_SUBJECT_PREFIX = "lipsyncd.webhooks"  # lipsyncd.webhooks.<job_id>
+WEBHOOK_ATTEMPTS_STREAM = "LIPSYNCD_WEBHOOK_ATTEMPTS"
+WEBHOOK_ATTEMPTS_SUBJECT_PREFIX = "lipsyncd.webhook_attempts"  # lipsyncd.webhook_attempts.<job_id>
 BILLING_RESERVE_SUBJECT = "lipsyncd.billing.reserve"
 STATUS_BUCKET = "lipsyncd_status"              # job id -> JobStatus (protobuf)
 CONTROL_BUCKET = "lipsyncd_control"            # "cancel.<job_id>" -> b"1"
@@ -28,6 +30,7 @@ CONTROL_BUCKET = "lipsyncd_control"            # "cancel.<job_id>" -> b"1"
 ORCHESTRATOR_CONSUMER = "orchestrator"
 GATEWAY_EVENTS_CONSUMER = "gateway-settle"
 WEBHOOK_CONSUMER = "webhook-sender"
+GATEWAY_WEBHOOK_ATTEMPTS_CONSUMER = "gateway-webhook-attempts"
 
 # Events and statuses are kept long enough for a gateway that was down to catch up.
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
@@ -45,6 +48,10 @@ def event_subject(job_id: str) -> str:
 
 def webhook_subject(job_id: str) -> str:
     return f"{WEBHOOKS_SUBJECT_PREFIX}.{job_id}"
+
+
+def webhook_attempt_subject(job_id: str) -> str:
+    return f"{WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.{job_id}"
 
 
 def cancel_key(job_id: str) -> str:
@@ -74,6 +81,14 @@ async def ensure_topology(js: JetStreamContext) -> None:
             subjects=[f"{WEBHOOKS_SUBJECT_PREFIX}.>"],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=WEBHOOK_ATTEMPTS_STREAM,
+            subjects=[f"{WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=EVENTS_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
     ]

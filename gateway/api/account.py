@@ -1,5 +1,6 @@
 """Dashboard session endpoints: log in and out, manage API keys, see balances and the
-ledger. Key management needs a logged-in user, never an API key."""
+ledger. Key management needs a logged-in user, never an API key, and each state change
+made with the session cookie must show it comes from this site (CSRF token or Origin)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from gateway.accounts import keys, sessions, users
 from gateway.api.deps import Ctx, SessionUser
+from gateway.web.security import check_cookie_request
 from gateway.api.errors import ApiError, invalid_request, not_found
+from gateway.context import GatewayContext
 from gateway.billing import ledger
 from gateway.jobs import iso_utc
 from gateway.models import Account, ApiKey
@@ -58,18 +61,14 @@ def _safe_next(target: str) -> str | None:
     return None
 
 
-@router.post("/auth/login")
-async def login(request: Request, ctx: Ctx) -> Response:
-    client = request.client.host if request.client else "unknown"
-    if ctx.rate_limiter.check(f"login:{client}", LOGIN_ATTEMPTS_PER_MINUTE) is not None:
+async def log_in(ctx: GatewayContext, email: str, password: str, client_host: str) -> tuple[Account, str]:
+    """Check the password and start a session: the one login path of the JSON endpoint and
+    the dashboard form. Raises 429 when this address tries too often, 401 when wrong."""
+    if ctx.rate_limiter.check(f"login:{client_host}", LOGIN_ATTEMPTS_PER_MINUTE) is not None:
         raise ApiError(429, "rate_limited", "Too many login attempts; wait a minute")
-    fields = await _login_fields(request)
-    for name in ("email", "password"):
-        if not fields.get(name):
-            raise invalid_request(name, "Field required")
 
     def authenticate(session: Session) -> tuple[Account, str] | None:
-        account = users.verify_login(session, fields["email"], fields["password"])
+        account = users.verify_login(session, email, password)
         if account is None:
             return None
         return account, sessions.start_session(session, account.id, ctx.settings.session_ttl_s)
@@ -77,13 +76,11 @@ async def login(request: Request, ctx: Ctx) -> Response:
     found = await ctx.db.run_async(authenticate)
     if found is None:
         raise ApiError(401, "invalid_credentials", "Invalid email or password")
-    account, token = found
-    target = _safe_next(fields.get("next", ""))
-    response: Response = (
-        RedirectResponse(target, status_code=303)
-        if target
-        else JSONResponse({"ok": True, "email": account.email})
-    )
+    return found
+
+
+def set_session_cookie(ctx: GatewayContext, response: Response, token: str) -> None:
+    """HttpOnly (no script reads it), SameSite=Lax, Secure when the public URL is https."""
     response.set_cookie(
         sessions.SESSION_COOKIE,
         token,
@@ -93,6 +90,23 @@ async def login(request: Request, ctx: Ctx) -> Response:
         secure=ctx.settings.public_url.startswith("https://"),
         path="/",
     )
+
+
+@router.post("/auth/login")
+async def login(request: Request, ctx: Ctx) -> Response:
+    fields = await _login_fields(request)
+    for name in ("email", "password"):
+        if not fields.get(name):
+            raise invalid_request(name, "Field required")
+    client = request.client.host if request.client else "unknown"
+    account, token = await log_in(ctx, fields["email"], fields["password"], client)
+    target = _safe_next(fields.get("next", ""))
+    response: Response = (
+        RedirectResponse(target, status_code=303)
+        if target
+        else JSONResponse({"ok": True, "email": account.email})
+    )
+    set_session_cookie(ctx, response, token)
     return response
 
 
@@ -100,6 +114,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
 async def logout(request: Request, ctx: Ctx) -> Response:
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if token:
+        check_cookie_request(request)
         await ctx.db.run_async(lambda s: sessions.end_session(s, token))
     response = JSONResponse({"ok": True})
     response.delete_cookie(sessions.SESSION_COOKIE, path="/")
@@ -113,8 +128,12 @@ async def list_api_keys(ctx: Ctx, user: SessionUser) -> dict[str, Any]:
 
 
 @router.post("/api/keys", status_code=201)
-async def create_api_key(ctx: Ctx, user: SessionUser, body: KeyCreate | None = None) -> dict[str, Any]:
-    """Create a key; its full value is in this answer only."""
+async def create_api_key(
+    request: Request, ctx: Ctx, user: SessionUser, body: KeyCreate | None = None
+) -> dict[str, Any]:
+    """Create a key; its full value is in this answer only. Needs the session cookie and
+    either an `X-CSRF-Token` header or a same-origin `Origin`."""
+    check_cookie_request(request)
     name = body.name if body else ""
 
     def create(session: Session) -> dict[str, Any]:
@@ -127,7 +146,8 @@ async def create_api_key(ctx: Ctx, user: SessionUser, body: KeyCreate | None = N
 
 
 @router.delete("/api/keys/{key_id}", status_code=204)
-async def revoke_api_key(key_id: str, ctx: Ctx, user: SessionUser) -> Response:
+async def revoke_api_key(key_id: str, request: Request, ctx: Ctx, user: SessionUser) -> Response:
+    check_cookie_request(request)
     if not await ctx.db.run_async(lambda s: keys.revoke_key(s, user.account_id, key_id)):
         raise not_found("API key")
     ctx.key_cache.invalidate_key(key_id)
