@@ -10,7 +10,7 @@ WIDTH = 720
 HEIGHT = 220
 MARGIN_LEFT = 44
 MARGIN_BOTTOM = 28
-MARGIN_TOP = 12
+MARGIN_TOP = 26
 COLORS = {"api": "#2457c5", "app": "#e08a00"}
 
 
@@ -39,7 +39,8 @@ def spend_per_day(
 
 
 def _nice_ceiling(value: int) -> int:
-    for step in (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000):
+    # Even steps, so the middle grid line is a whole number too.
+    for step in (4, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000):
         if value <= step:
             return step
     return value
@@ -60,7 +61,7 @@ def spend_chart_svg(days: list[DaySpend], label: str, legend: dict[str, str]) ->
     for fraction in (0.0, 0.5, 1.0):
         y = MARGIN_TOP + plot_h * (1 - fraction)
         parts.append(f'<line x1="{MARGIN_LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d8dce2"/>')
-        parts.append(f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#5a6370">{round(top * fraction)}</text>')
+        parts.append(f'<text x="{MARGIN_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" fill="#5a6370">{top * fraction:g}</text>')
     for index, day in enumerate(days):
         x = MARGIN_LEFT + index * slot + (slot - bar_w) / 2
         base = MARGIN_TOP + plot_h
@@ -76,10 +77,10 @@ def spend_chart_svg(days: list[DaySpend], label: str, legend: dict[str, str]) ->
             )
         if index % 5 == 0 or index == len(days) - 1:
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle" font-size="11" fill="#5a6370">{day.day.strftime("%m-%d")}</text>')
-    legend_x = MARGIN_LEFT + 8
+    legend_x = MARGIN_LEFT
     for kind in ("api", "app"):
-        parts.append(f'<rect x="{legend_x}" y="{MARGIN_TOP}" width="10" height="10" fill="{COLORS[kind]}"/>')
-        parts.append(f'<text x="{legend_x + 14}" y="{MARGIN_TOP + 9}" font-size="11" fill="#1b1f24">{escape(legend[kind])}</text>')
+        parts.append(f'<rect x="{legend_x}" y="4" width="10" height="10" fill="{COLORS[kind]}"/>')
+        parts.append(f'<text x="{legend_x + 14}" y="13" font-size="11" fill="#1b1f24">{escape(legend[kind])}</text>')
         legend_x += 24 + 7 * len(legend[kind])
     parts.append("</svg>")
     return "".join(parts)

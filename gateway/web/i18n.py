@@ -142,6 +142,14 @@ ARABIC: dict[str, str] = {
     "failed": "فشلت",
     "canceled": "ألغيت",
     "Main navigation": "التنقل الرئيسي",
+    "Processing time": "مدة المعالجة",
+    "file": "ملف",
+    "grant": "منحة",
+    "reserve": "حجز",
+    "reserve_raise": "رفع الحجز",
+    "capture": "خصم نهائي",
+    "release": "إرجاع",
+    "Link expires": "ينتهي الرابط",
 }
 
 

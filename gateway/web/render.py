@@ -18,6 +18,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
+# Pages load nothing from elsewhere and cannot be framed; media (the result video) is ours.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; "
+    "img-src 'self' data:; media-src 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
 NAVIGATION = (
     ("/keys", "API keys"),
     ("/credits", "Credits"),
@@ -56,6 +62,7 @@ def render(
     if user is None:
         security.ensure_presession(request, response)
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = PAGE_CSP
     return response
 
 
