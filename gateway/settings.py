@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
+    signup_enabled: bool = True  # the dashboard's /signup; off: accounts only from the admin CLI
     nats_timeout_s: float = 5.0
     triton_ready_timeout_s: float = 2.0
     # Verified API keys are remembered this long per process; a key revoked through another

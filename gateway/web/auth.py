@@ -13,7 +13,7 @@ from gateway.accounts import sessions, users
 from gateway.api.account import _safe_next, log_in, set_session_cookie
 from gateway.api.errors import ApiError
 from gateway.web.i18n import LANG_COOKIE, LANGUAGES
-from gateway.web.render import render
+from gateway.web.render import error_page, render
 from gateway.web.security import check_csrf, context_of, session_user
 
 router = APIRouter(include_in_schema=False)
@@ -55,10 +55,15 @@ async def login_form(
     return response
 
 
+SIGNUP_CLOSED = "Sign-up is closed on this server; ask its operator for an account."
+
+
 @router.get("/signup")
 async def signup_page(request: Request) -> Response:
     if await session_user(request) is not None:
         return RedirectResponse("/keys", status_code=303)
+    if not context_of(request).settings.signup_enabled:
+        return error_page(request, 403, "Sign up", SIGNUP_CLOSED)
     return render(request, "signup.html", None, title="Sign up", email="")
 
 
@@ -69,6 +74,8 @@ async def signup_form(
     check_csrf(request, csrf_token)
     ctx = context_of(request)
     settings = ctx.settings
+    if not settings.signup_enabled:
+        return error_page(request, 403, "Sign up", SIGNUP_CLOSED)
     problem = None
     if not EMAIL_PATTERN.fullmatch(email.strip()) or len(email) > 320:
         problem = "Enter a valid email address"

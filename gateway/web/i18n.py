@@ -144,6 +144,8 @@ ARABIC: dict[str, str] = {
     "Main navigation": "التنقل الرئيسي",
     "Processing time": "مدة المعالجة",
     "file": "ملف",
+    "Sign-up is closed on this server; ask its operator for an account.":
+        "إنشاء الحسابات مغلق على هذا الخادم؛ اطلب حسابًا من المشغل.",
     "grant": "منحة",
     "reserve": "حجز",
     "reserve_raise": "رفع الحجز",

@@ -35,8 +35,6 @@ MODE_INPUTS = {
     "lipsync-video": ("video", "audio"),
     "lipsync-image-multi": ("image", "left_audio", "right_audio"),
 }
-MEDIA_ROLES = ("image", "video", "audio", "left_audio", "right_audio")
-STAGE_LABELS = {"queued": "queued"}
 
 
 @router.get("/jobs")

@@ -282,3 +282,18 @@ async def test_job_webhook_attempts_reported_by_the_dispatcher_are_listed(
         await task
     assert re.findall(r'class="status-code">(\d+)<', page) == ["200", "500"]
     assert f"/jobs/{job_id}" in page and "hooks.example.com" in page
+
+
+async def test_signup_can_be_closed_by_the_operator(
+    client: httpx.AsyncClient, ctx: GatewayContext
+) -> None:
+    token = csrf_of((await client.get("/signup")).text)
+    ctx.settings.signup_enabled = False
+    try:
+        assert (await client.get("/signup")).status_code == 403
+        email = f"closed-{uuid.uuid4().hex[:8]}@example.test"
+        refused = await client.post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": token})
+        assert refused.status_code == 403 and "Sign-up is closed" in refused.text
+        assert ctx.db.run(lambda s: s.query(Account).filter_by(email=email).count()) == 0
+    finally:
+        ctx.settings.signup_enabled = True
