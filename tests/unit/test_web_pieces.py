@@ -55,3 +55,53 @@ def test_the_chart_draws_one_bar_segment_per_spending_and_escapes_its_labels() -
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count("<title>2026-12-0") == 2
     assert "spent &lt;per&gt; day" in svg and "App &amp; co" in svg and "<per>" not in svg
+
+
+def test_the_quickstarts_python_verifier_accepts_our_signature_and_rejects_a_forgery() -> None:
+    import html
+    import re
+    import time
+    from pathlib import Path
+
+    from postprocess.signing import new_webhook_secret, webhook_headers
+
+    template = (Path(__file__).parents[2] / "gateway/web/templates/quickstart.html").read_text()
+    snippet = html.unescape(re.search(r"<pre><code># Python\n(.*?)</code></pre>", template, re.S).group(1))
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # noqa: S102 - the page's own example, run as a reader would
+    verify = namespace["verify"]
+    secret, body = new_webhook_secret(), b'{"id": "job"}'
+    headers = webhook_headers(secret, "msg_1", int(time.time()), body)
+    assert verify(secret, headers, body) is True
+    assert verify(secret, headers, body + b" ") is False
+    assert verify(new_webhook_secret(), headers, body) is False
+
+
+def test_the_quickstarts_node_verifier_accepts_our_signature_and_rejects_a_forgery() -> None:
+    import html
+    import json
+    import re
+    import shutil
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import pytest
+
+    from postprocess.signing import new_webhook_secret, webhook_headers
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    template = (Path(__file__).parents[2] / "gateway/web/templates/quickstart.html").read_text()
+    snippet = html.unescape(re.search(r"<pre><code>// Node.js\n(.*?)</code></pre>", template, re.S).group(1))
+    secret, body = new_webhook_secret(), '{"id": "job"}'
+    headers = webhook_headers(secret, "msg_1", int(time.time()), body.encode())
+    cases = [[secret, body], [secret, body + " "], [new_webhook_secret(), body]]
+    script = snippet + (
+        f"\nconst headers = {json.dumps(headers)};\n"
+        f"console.log(JSON.stringify({json.dumps(cases)}.map(([s, b]) => verify(s, headers, b))));\n"
+    )
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True, False, False]
