@@ -29,8 +29,10 @@ def browser_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is open, which would stop every later asyncio test of the session."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (run `make chromium`)")
     from playwright.sync_api import sync_playwright
