@@ -21,12 +21,12 @@ INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench bench-scale eval models proto install clean testdata k8s-check images engines
+.PHONY: serve test unit integration e2e bench bench-scale eval models proto install chromium clean testdata k8s-check images engines
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
 
-test: install proto models
+test: install proto models chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 # The Helm chart: rendered (default, GPU and CPU values), linted strictly, validated against
@@ -69,6 +69,10 @@ $(VENV)/.installed-eval: pyproject.toml $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

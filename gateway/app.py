@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from gateway import files
+from gateway import deliveries, files
 from gateway.api import account, health, uploads
 from gateway.api import jobs as job_routes
 from gateway.api.bodylimit import BodyLimit
@@ -23,6 +23,7 @@ from gateway.context import GatewayContext
 from gateway.metrics import JOBS_SETTLED, RESERVATIONS, ObserveRequests
 from gateway.settings import Settings
 from gateway.upkeep import reap_periodically
+from gateway.web.dashboard import install_dashboard
 from proto import lipsync_pb2
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ def _finalize_handler(
         return reply
 
     return on_finalize
+def _attempt_handler(
+    ctx: GatewayContext,
+) -> Callable[[lipsync_pb2.WebhookAttempt], Awaitable[None]]:
+    async def on_attempt(report: lipsync_pb2.WebhookAttempt) -> None:
+        await ctx.db.run_async(lambda s: deliveries.store_attempt(s, report))
+
+    return on_attempt
 
 
 @asynccontextmanager
@@ -75,7 +83,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(ctx.db.migrate)
     ctx.settings.storage_path.mkdir(parents=True, exist_ok=True)
     await run_in_threadpool(ctx.storage.check)  # e.g. an S3 bucket that does not exist
-    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _finalize_handler(ctx))
+    await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _finalize_handler(ctx),
+                        _attempt_handler(ctx))
     reaper = asyncio.create_task(reap_periodically(ctx))
     try:
         yield
@@ -96,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
         # Some clients of the hosted APIs send a JSON body with no Content-Type at all.
         strict_content_type=False,
+        # Served by the dashboard from packaged files (gateway/web/docs.py), never a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = GatewayContext.build(settings)
     install_error_handlers(app)
@@ -112,4 +124,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(account.router)
     app.include_router(health.router)
     app.include_router(files.router)
+    install_dashboard(app)
     return app

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[None]]
 ReserveHandler = Callable[[lipsync_pb2.ReserveRequest], Awaitable[lipsync_pb2.ReserveReply]]
 FinalizeHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[lipsync_pb2.ReserveReply]]
+AttemptHandler = Callable[[lipsync_pb2.WebhookAttempt], Awaitable[None]]
 
 RESPONDER_QUEUE = "lipsyncd-gateway"
 EVENTS_BATCH = 16
@@ -87,9 +88,12 @@ class JobBus:
         return self.ready
 
     async def start(self, on_event: EventHandler, on_reserve: ReserveHandler,
-                    on_finalize: FinalizeHandler | None = None) -> None:
+                    on_finalize: FinalizeHandler | None = None,
+                    on_webhook_attempt: AttemptHandler | None = None) -> None:
         self._on_finalize = on_finalize
         self._tasks.append(asyncio.create_task(self._connect_and_serve(on_event, on_reserve)))
+        if on_webhook_attempt is not None:
+            self._tasks.append(asyncio.create_task(self._store_attempts(on_webhook_attempt)))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -171,6 +175,47 @@ class JobBus:
                 continue
             for message in messages:
                 await self._settle(message, on_event)
+
+    async def _store_attempts(self, on_attempt: AttemptHandler) -> None:
+        """Webhook delivery reports from the sender, stored for the dashboard (durable
+        consumer: reports published while the gateway was down are read when it is back)."""
+        await self._ready.wait()
+        assert self._js is not None
+        while True:
+            try:
+                subscription = await self._js.pull_subscribe(
+                    f"{topology.WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.>",
+                    durable=topology.GATEWAY_WEBHOOK_ATTEMPTS_CONSUMER,
+                    stream=topology.WEBHOOK_ATTEMPTS_STREAM,
+                    config=ConsumerConfig(
+                        ack_policy=AckPolicy.EXPLICIT, ack_wait=EVENTS_ACK_WAIT_S, max_deliver=5
+                    ),
+                )
+                break
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("webhook attempts subscription failed (%r); retrying", exc)
+                await asyncio.sleep(CONNECT_RETRY_S)
+        while True:
+            try:
+                messages = await subscription.fetch(EVENTS_BATCH, timeout=EVENTS_FETCH_TIMEOUT_S)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except Exception as exc:
+                log.warning("fetching webhook attempts failed: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for message in messages:
+                try:
+                    await on_attempt(lipsync_pb2.WebhookAttempt.FromString(message.data))
+                except DecodeError:
+                    log.error("dropping undecodable webhook attempt on %s", message.subject)
+                    await message.term()
+                    continue
+                except Exception:
+                    log.exception("storing webhook attempt from %s failed; will retry", message.subject)
+                    await message.nak(delay=EVENTS_RETRY_DELAY_S)
+                    continue
+                await message.ack()
 
     async def _settle(self, message: Msg, on_event: EventHandler) -> None:
         if not topology.event_authentic(self._signing_key, message.subject, message.data, message.headers):

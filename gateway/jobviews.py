@@ -68,3 +68,8 @@ class FinishedJobs:
             self._views.move_to_end((account_id, view.id))
             while len(self._views) > self._max_entries:
                 self._views.popitem(last=False)
+
+    def forget(self, account_id: str, job_id: str) -> None:
+        """Drop a view whose row did change after all (its output was deleted)."""
+        with self._lock:
+            self._views.pop((account_id, job_id), None)

@@ -38,6 +38,8 @@ class Account(Base):
     app_credits: Mapped[int] = mapped_column(BigInteger, default=0)
     webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # Set on the dashboard's Webhooks page: where test events go, the Playground's default.
+    webhook_url: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class ApiKey(Base):
@@ -92,6 +94,7 @@ class Job(Base):
     output_duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    output_deleted_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class LedgerEntry(Base):
@@ -126,6 +129,8 @@ class RateLimitWindow(Base):
     bucket: Mapped[str] = mapped_column(String(128), primary_key=True)
     window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix seconds
     count: Mapped[int] = mapped_column(Integer)
+
+
 class LoginFailure(Base):
     """Failed logins counted per key ("account:<email>" or "ip:<address>") over a fixed
     window; rows whose window has ended are deleted, and the table is capped in rows."""
@@ -135,3 +140,27 @@ class LoginFailure(Base):
     key: Mapped[str] = mapped_column(String(400), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_ends_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+
+
+class WebhookAttemptRow(Base):
+    """One attempt to deliver a webhook (a job's, reported by the orchestrator's sender over
+    NATS, or a dashboard test event sent by the gateway): what the account's Webhooks page
+    lists. Unique per (webhook id, attempt), so a redelivered report is stored once."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "attempt", name="uq_webhook_attempts_attempt"),
+        Index("ix_webhook_attempts_account", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    webhook_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))  # job.completed | job.failed | ... | test
+    url: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | retryable | permanent
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempted_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

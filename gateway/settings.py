@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=64 * 1024, ge=1024)
     output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
+    signup_enabled: bool = True  # the dashboard's /signup; off: accounts only from the admin CLI
     nats_timeout_s: float = 5.0
     # JetStream servers each stream and bucket is kept on (1 single node, 3 on a cluster).
     stream_replicas: int = Field(default=1, ge=1, le=5)

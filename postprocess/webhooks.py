@@ -220,6 +220,7 @@ class WebhookDispatcher:
         self.batch = batch
         self.ack_wait_s = ack_wait_s
         self.clock = clock
+        self._js: JetStreamContext | None = None
 
     async def enqueue(
         self, js: JetStreamContext, job_id: str, url: str, secret: str, body: bytes
@@ -241,6 +242,7 @@ class WebhookDispatcher:
     async def run(self, js: JetStreamContext, stop_event: asyncio.Event) -> None:
         """Deliver until stopped; a broken subscription (e.g. nats-server restarted) is
         made anew, since the pending deliveries wait safely in the stream meanwhile."""
+        self._js = js
         while not stop_event.is_set():
             try:
                 await self._consume(js, stop_event)
@@ -308,6 +310,7 @@ class WebhookDispatcher:
         except Exception as exc:  # a bug in a sender must not lose the delivery
             log.exception("webhook sender crashed for job %s", delivery.job_id)
             result = DeliveryResult(DeliveryOutcome.RETRYABLE, reason=f"sender error: {exc}")
+        await self.report_attempt(delivery, attempt, result)
         if result.ok:
             log.info("webhook %s for job %s delivered on attempt %d (HTTP %s)",
                      delivery.webhook_id, delivery.job_id, attempt, result.status_code)
@@ -322,3 +325,24 @@ class WebhookDispatcher:
         log.warning("webhook %s for job %s attempt %d failed (%s); retrying in %.1f s",
                     delivery.webhook_id, delivery.job_id, attempt, result.reason, delay_s)
         await msg.nak(delay=delay_s)
+
+    async def report_attempt(self, delivery: WebhookDelivery, attempt: int,
+                             result: DeliveryResult) -> None:
+        """Tell the gateway how this attempt went (the account's dashboard lists them).
+        Best effort: a lost report never holds up or repeats a delivery."""
+        if self._js is None:
+            return
+        report = lipsync_pb2.WebhookAttempt(
+            webhook_id=delivery.webhook_id, job_id=delivery.job_id, url=delivery.url,
+            attempt=attempt, status_code=result.status_code or 0,
+            outcome=result.outcome.value, reason=result.reason[:500],
+            attempted_at_ms=int(self.clock() * 1000),
+        )
+        try:
+            await self._js.publish(
+                topology.webhook_attempt_subject(delivery.job_id), report.SerializeToString(),
+                stream=topology.WEBHOOK_ATTEMPTS_STREAM,
+                headers={"Nats-Msg-Id": f"{delivery.webhook_id}.{attempt}"},
+            )
+        except (NatsError, asyncio.TimeoutError) as exc:
+            log.warning("webhook %s attempt %d not reported: %r", delivery.webhook_id, attempt, exc)

@@ -26,6 +26,8 @@ EVENTS_STREAM = "LIPSYNCD_EVENTS"
 EVENTS_SUBJECT_PREFIX = "lipsyncd.events"      # lipsyncd.events.<job_id>
 WEBHOOKS_STREAM = "LIPSYNCD_WEBHOOKS"
 WEBHOOKS_SUBJECT_PREFIX = "lipsyncd.webhooks"  # lipsyncd.webhooks.<job_id>
+WEBHOOK_ATTEMPTS_STREAM = "LIPSYNCD_WEBHOOK_ATTEMPTS"
+WEBHOOK_ATTEMPTS_SUBJECT_PREFIX = "lipsyncd.webhook_attempts"  # lipsyncd.webhook_attempts.<job_id>
 BILLING_RESERVE_SUBJECT = "lipsyncd.billing.reserve"
 BILLING_FINALIZE_SUBJECT = "lipsyncd.billing.finalize"  # JobEvent -> ReserveReply
 STATUS_BUCKET = "lipsyncd_status"              # job id -> JobStatus (protobuf)
@@ -34,6 +36,7 @@ CONTROL_BUCKET = "lipsyncd_control"            # "cancel.<job_id>" -> b"1"
 ORCHESTRATOR_CONSUMER = "orchestrator"
 GATEWAY_EVENTS_CONSUMER = "gateway-settle"
 WEBHOOK_CONSUMER = "webhook-sender"
+GATEWAY_WEBHOOK_ATTEMPTS_CONSUMER = "gateway-webhook-attempts"
 
 # Events and statuses are kept long enough for a gateway that was down to catch up.
 EVENTS_MAX_AGE_S = 7 * 24 * 3600
@@ -49,12 +52,13 @@ STREAM_ADMIN_DENY = ["$JS.API.STREAM.UPDATE.>", "$JS.API.STREAM.DELETE.>",
 NATS_PERMISSIONS: dict[str, dict[str, dict[str, list[str]]]] = {
     "gateway": {
         "publish": {"allow": [f"{JOBS_SUBJECT_PREFIX}.>", f"$KV.{CONTROL_BUCKET}.>", "$JS.API.>",
-                              f"$JS.ACK.{EVENTS_STREAM}.>", "_INBOX.>"],
+                              f"$JS.ACK.{EVENTS_STREAM}.>", f"$JS.ACK.{WEBHOOK_ATTEMPTS_STREAM}.>", "_INBOX.>"],
                     "deny": STREAM_ADMIN_DENY},
         "subscribe": {"allow": ["_INBOX.>", BILLING_RESERVE_SUBJECT, BILLING_FINALIZE_SUBJECT]},
     },
     "orchestrator": {
         "publish": {"allow": [f"{EVENTS_SUBJECT_PREFIX}.>", f"{WEBHOOKS_SUBJECT_PREFIX}.>",
+                              f"{WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.>",
                               f"$KV.{STATUS_BUCKET}.>", BILLING_RESERVE_SUBJECT, BILLING_FINALIZE_SUBJECT,
                               "$JS.API.>",
                               f"$JS.ACK.{JOBS_STREAM}.>", f"$JS.ACK.{WEBHOOKS_STREAM}.>"],
@@ -99,6 +103,10 @@ def webhook_subject(job_id: str) -> str:
     return f"{WEBHOOKS_SUBJECT_PREFIX}.{job_id}"
 
 
+def webhook_attempt_subject(job_id: str) -> str:
+    return f"{WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.{job_id}"
+
+
 def cancel_key(job_id: str) -> str:
     return f"cancel.{job_id}"
 
@@ -131,6 +139,14 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             duplicate_window=DUPLICATE_WINDOW_S,
             num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=WEBHOOK_ATTEMPTS_STREAM,
+            subjects=[f"{WEBHOOK_ATTEMPTS_SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=EVENTS_MAX_AGE_S,
+            duplicate_window=DUPLICATE_WINDOW_S,
         ),
     ]
     for config in streams:

@@ -74,6 +74,7 @@ class ErrorCode(_Word):
     INVALID_SIGNATURE = "invalid_signature"
     JOB_NOT_CANCELABLE = "job_not_cancelable"
     NOT_FOUND = "not_found"
+    NO_OUTPUT = "no_output"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
     RESOLUTION_NOT_ALLOWED = "resolution_not_allowed"

@@ -91,3 +91,9 @@ def ensure_webhook_secret(session: Session, account: Account) -> str:
         account.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         session.flush()
     return account.webhook_secret
+
+
+def rotate_webhook_secret(session: Session, account: Account) -> str:
+    """A new secret replaces the old one; jobs submitted from now on are signed with it."""
+    account.webhook_secret = None
+    return ensure_webhook_secret(session, account)

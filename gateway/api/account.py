@@ -1,5 +1,6 @@
 """Dashboard session endpoints: log in and out, manage API keys, see balances and the
-ledger. Key management needs a logged-in user, never an API key."""
+ledger. Key management needs a logged-in user, never an API key, and each state change
+made with the session cookie must show it comes from this site (CSRF token or Origin)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from gateway.accounts import keys, logins, sessions
 from gateway.api.deps import Ctx, SessionUser
+from gateway.web.security import check_cookie_request
 from gateway.api.errors import ApiError, invalid_request, not_found
+from gateway.context import GatewayContext
 from gateway.billing import ledger
 from gateway.jobs import iso_utc
 from gateway.models import Account, ApiKey
@@ -56,19 +59,17 @@ def _safe_next(target: str) -> str | None:
     return None
 
 
-@router.post("/auth/login")
-async def login(request: Request, ctx: Ctx) -> Response:
-    fields = await _login_fields(request)
-    for name in ("email", "password"):
-        if not fields.get(name):
-            raise invalid_request(name, "Field required")
+async def log_in(ctx: GatewayContext, email: str, password: str,
+                 client_host: str) -> tuple[logins.LoginSuccess, str]:
+    """Check the password and start a session: the one login path of the JSON endpoint and
+    the dashboard form. Throttled per account and per client address (429 with Retry-After),
+    401 when wrong; the argon2 check runs bounded and outside any transaction."""
     try:
         found = await logins.login_with_password(
             ctx.db, ctx.password_checks, ctx.login_policy,
-            email=fields["email"], password=fields["password"],
+            email=email, password=password,
             # The peer, or what a LIPSYNCD_TRUSTED_PROXIES proxy says (uvicorn rewrites it).
-            client_ip=request.client.host if request.client else "unknown",
-            session_ttl_s=ctx.settings.session_ttl_s,
+            client_ip=client_host, session_ttl_s=ctx.settings.session_ttl_s,
         )
     except logins.LoginThrottled as exc:
         raise ApiError(
@@ -76,13 +77,11 @@ async def login(request: Request, ctx: Ctx) -> Response:
         ) from None
     if found is None:
         raise ApiError(401, ErrorCode.INVALID_CREDENTIALS, "Invalid email or password")
-    token = found.session_token
-    target = _safe_next(fields.get("next", ""))
-    response: Response = (
-        RedirectResponse(target, status_code=303)
-        if target
-        else JSONResponse({"ok": True, "email": found.email})
-    )
+    return found, found.session_token
+
+
+def set_session_cookie(ctx: GatewayContext, response: Response, token: str) -> None:
+    """HttpOnly (no script reads it), SameSite=Lax, Secure when the public URL is https."""
     response.set_cookie(
         sessions.SESSION_COOKIE,
         token,
@@ -92,6 +91,23 @@ async def login(request: Request, ctx: Ctx) -> Response:
         secure=ctx.settings.public_url.startswith("https://"),
         path="/",
     )
+
+
+@router.post("/auth/login")
+async def login(request: Request, ctx: Ctx) -> Response:
+    fields = await _login_fields(request)
+    for name in ("email", "password"):
+        if not fields.get(name):
+            raise invalid_request(name, "Field required")
+    client = request.client.host if request.client else "unknown"
+    account, token = await log_in(ctx, fields["email"], fields["password"], client)
+    target = _safe_next(fields.get("next", ""))
+    response: Response = (
+        RedirectResponse(target, status_code=303)
+        if target
+        else JSONResponse({"ok": True, "email": account.email})
+    )
+    set_session_cookie(ctx, response, token)
     return response
 
 
@@ -99,6 +115,7 @@ async def login(request: Request, ctx: Ctx) -> Response:
 async def logout(request: Request, ctx: Ctx) -> Response:
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if token:
+        check_cookie_request(request)
         await ctx.db.run_async(lambda s: sessions.end_session(s, token))
     response = JSONResponse({"ok": True})
     response.delete_cookie(sessions.SESSION_COOKIE, path="/")
@@ -112,8 +129,12 @@ async def list_api_keys(ctx: Ctx, user: SessionUser) -> dict[str, Any]:
 
 
 @router.post("/api/keys", status_code=201)
-async def create_api_key(ctx: Ctx, user: SessionUser, body: KeyCreate | None = None) -> dict[str, Any]:
-    """Create a key; its full value is in this answer only."""
+async def create_api_key(
+    request: Request, ctx: Ctx, user: SessionUser, body: KeyCreate | None = None
+) -> dict[str, Any]:
+    """Create a key; its full value is in this answer only. Needs the session cookie and
+    either an `X-CSRF-Token` header or a same-origin `Origin`."""
+    check_cookie_request(request)
     name = body.name if body else ""
 
     def create(session: Session) -> dict[str, Any]:
@@ -126,7 +147,8 @@ async def create_api_key(ctx: Ctx, user: SessionUser, body: KeyCreate | None = N
 
 
 @router.delete("/api/keys/{key_id}", status_code=204)
-async def revoke_api_key(key_id: str, ctx: Ctx, user: SessionUser) -> Response:
+async def revoke_api_key(key_id: str, request: Request, ctx: Ctx, user: SessionUser) -> Response:
+    check_cookie_request(request)
     if not await ctx.db.run_async(lambda s: keys.revoke_key(s, user.account_id, key_id)):
         raise not_found("API key")
     ctx.key_cache.invalidate_key(key_id)

@@ -1,5 +1,6 @@
 """Request dependencies as `Annotated` aliases: the gateway context, and who is calling
-(API key for /api/v1, or a dashboard session) with the plan's rate limit applied."""
+(API key only for /api/v1; a dashboard session for the session endpoints) with the plan's
+rate limit applied."""
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -14,7 +15,7 @@ from gateway.context import GatewayContext
 from proto.vocabulary import ErrorCode
 
 LOGIN_REQUIRED = "Please log in to create and manage API keys."
-API_KEY_HELP = "Authorization: Bearer sk_...; without it, the dashboard session cookie."
+API_KEY_HELP = "Authorization: Bearer sk_... (the dashboard session cookie is not accepted here)."
 
 
 def get_context(request: Request) -> GatewayContext:
@@ -67,20 +68,17 @@ def _bearer(authorization: str | None) -> str | None:
 
 
 async def require_caller(request: Request) -> Principal:
-    """An API key (spends API credits) or, without an Authorization header, a dashboard
-    session cookie (spends app credits). The context is read straight off the app rather
-    than as a sub-dependency: this runs on every API call, job polls included."""
+    """An API key, which spends API credits. A session cookie is never accepted here, so a
+    page on another site cannot make a logged-in browser call the API (dashboard jobs go
+    through the dashboard's own CSRF-checked forms). The context is read straight off the
+    app rather than as a sub-dependency: this runs on every API call, job polls included."""
     ctx = get_context(request)
     token = _bearer(request.headers.get("authorization"))
-    principal: Principal | None = None
-    if token is not None:
-        principal = await _from_api_key(ctx, token) if token else None
-        if principal is None:
-            raise unauthorized("Invalid or revoked API key")
-    elif cookie := request.cookies.get(sessions.SESSION_COOKIE):
-        principal = await _from_session(ctx, cookie)
-    if principal is None:
+    if token is None:
         raise unauthorized("Missing API key: send Authorization: Bearer sk_...")
+    principal = await _from_api_key(ctx, token) if token else None
+    if principal is None:
+        raise unauthorized("Invalid or revoked API key")
     await _enforce_rate_limit(ctx, principal)
     return principal
 

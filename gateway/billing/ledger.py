@@ -4,6 +4,7 @@ requests race. A job has at most one row per kind (reserve, reserve_raise, captu
 release), enforced by a UNIQUE constraint, so a redelivered event cannot settle twice."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from sqlalchemy import select, update
@@ -133,3 +134,17 @@ def history(
     if before_id is not None:
         query = query.where(LedgerEntry.id < before_id)
     return list(session.scalars(query.order_by(LedgerEntry.id.desc()).limit(limit)))
+
+
+def captured_since(
+    session: Session, account_id: str, since: dt.datetime
+) -> list[tuple[dt.datetime, str, int]]:
+    """(time, credit kind, credits) of every final charge since `since`: what was spent."""
+    rows = session.execute(
+        select(LedgerEntry.created_at, LedgerEntry.credit_kind, LedgerEntry.credits).where(
+            LedgerEntry.account_id == account_id,
+            LedgerEntry.kind == "capture",
+            LedgerEntry.created_at >= since,
+        )
+    )
+    return [(created_at, credit_kind, int(credits)) for created_at, credit_kind, credits in rows]

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 MakeAccount = Callable[..., ApiAccount]
 LOGIN_MESSAGE = "Please log in to create and manage API keys."
+SAME_ORIGIN = {"Origin": "http://gateway.test"}  # a cookie state change must show its origin
 
 
 async def login(client: httpx.AsyncClient, account: ApiAccount) -> None:
@@ -50,7 +51,7 @@ async def test_logged_in_user_creates_uses_and_revokes_a_key(
 ) -> None:
     account = make_account(api_credits=30)
     await login(client, account)
-    created = await client.post("/api/keys", json={"name": "ci"})
+    created = await client.post("/api/keys", json={"name": "ci"}, headers=SAME_ORIGIN)
     assert created.status_code == 201
     plaintext = created.json()["key"]
     assert plaintext.startswith("sk_") and created.json()["name"] == "ci"
@@ -65,18 +66,20 @@ async def test_logged_in_user_creates_uses_and_revokes_a_key(
     listed = (await client.get("/api/keys")).json()["data"]
     assert next(k for k in listed if k["name"] == "ci")["last_used_at"] is not None
 
-    revoked = await client.delete(f"/api/keys/{created.json()['id']}")
+    revoked = await client.delete(f"/api/keys/{created.json()['id']}", headers=SAME_ORIGIN)
     assert revoked.status_code == 204
     assert (await client.get("/api/v1/jobs", headers=bearer)).status_code == 401
 
-    await client.post("/auth/logout")
+    await client.post("/auth/logout", headers=SAME_ORIGIN)
     client.cookies.clear()
     assert (await client.get("/api/keys")).status_code == 401
 
 
-async def test_dashboard_jobs_spend_app_credits_and_api_jobs_spend_api_credits(
+async def test_the_session_cookie_is_not_accepted_by_the_job_api(
     client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext
 ) -> None:
+    """Bearer only on /api/v1: a logged-in browser cannot be made to submit jobs by another
+    site (dashboard jobs go through the dashboard's CSRF-checked forms, see test_dashboard)."""
     account = make_account(api_credits=10, app_credits=10)
     body = {
         "formState": {
@@ -86,12 +89,13 @@ async def test_dashboard_jobs_spend_app_credits_and_api_jobs_spend_api_credits(
     }
     assert (await client.post("/api/v1/lipsync-image", json=body, headers=account.headers)).status_code == 200
     await login(client, account)
-    assert (await client.post("/api/v1/lipsync-image", json=body)).status_code == 200
+    assert (await client.post("/api/v1/lipsync-image", json=body)).status_code == 401
+    assert (await client.get("/api/v1/jobs")).status_code == 401
     assert api_balance(ctx, account.account_id, "api") == 5
-    assert api_balance(ctx, account.account_id, "app") == 5
+    assert api_balance(ctx, account.account_id, "app") == 10
     summary = (await client.get("/api/account")).json()
-    assert summary["api_credits"] == 5 and summary["app_credits"] == 5
-    assert [entry["kind"] for entry in summary["ledger"]] == ["reserve", "reserve", "grant", "grant"]
+    assert summary["api_credits"] == 5 and summary["app_credits"] == 10
+    assert [entry["kind"] for entry in summary["ledger"]] == ["reserve", "grant", "grant"]
     client.cookies.clear()
 
 
