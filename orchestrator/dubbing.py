@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SYNC_MODES = ("bounce", "loop", "cut_off", "silence")
 TRACK_BATCH = 8  # frames per face_detection request while tracking
 PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
+CROP_ALIGN_PX = 32  # crop sides are multiples of this (the generator's and the transplant's grid)
+DUB_CROP_MAX_PX = 512  # native-resolution crops up to this side; larger faces are cropped smaller
 
 
 @dataclass
@@ -131,17 +133,24 @@ def timeline(source_count: int, audio_frames: int, sync_mode: str) -> np.ndarray
     return np.where(phase < source_count, phase, period - phase)
 
 
-def _smoothed_boxes(faces: list[DetectedFace | None], short_side: int) -> list[CropBox | None]:
-    """Crop boxes per source frame, smoothed over each run of consecutive tracked frames."""
+def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_MAX_PX) -> list[CropBox | None]:
+    """Crop boxes per source frame at the frame's own resolution: one side for the whole video
+    (the median face's crop to the nearest multiple of CROP_ALIGN_PX, at most max_side pixels), centres
+    smoothed over each run of consecutive tracked frames. An integral box whose side equals
+    its size is cut out and pasted back without resampling, so the transplanted mouth is
+    resampled once, by the transplant itself, and keeps the source's detail."""
     boxes: list[CropBox | None] = [None] * len(faces)
-    size = None
+    sides = [face_crop_box(face.landmarks, size=CROP_ALIGN_PX).side for face in faces if face is not None]
+    if not sides:
+        return boxes
+    side = float(max(1, int(round(float(np.median(sides)) / CROP_ALIGN_PX))) * CROP_ALIGN_PX)
+    size = int(min(side, max_side // CROP_ALIGN_PX * CROP_ALIGN_PX))
     run: list[int] = []
     for i, face in enumerate(faces + [None]):
         if face is not None:
-            box = face_crop_box(face.landmarks, size=size, short_side=short_side)
-            size = size or box.size
+            centre = (face.landmarks[:, :2].min(0) + face.landmarks[:, :2].max(0)) / 2
+            boxes[i] = CropBox(x0=float(centre[0]) - side / 2, y0=float(centre[1]) - side / 2, side=side, size=size)
             run.append(i)
-            boxes[i] = box
         elif run:
             smooth = smooth_boxes([boxes[j] for j in run])  # type: ignore[misc]
             for j, box in zip(run, smooth):
@@ -196,7 +205,7 @@ async def render_dub(
 
     Batches are pipelined: while the generator renders the next ones (RENDER_AHEAD), the
     current one is pasted and encoded in a worker thread."""
-    boxes = _smoothed_boxes(source.faces, short_side=min(source.frames.shape[1:3]))
+    boxes = _smoothed_boxes(source.faces)
     total = len(order)
     refs = np.full(total, PARAMETRIC, np.int64) if references is None else np.asarray(references, np.int64)
     job = _DubBatches(source, order, refs, mouth_params, boxes, stages)
