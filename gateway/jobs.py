@@ -30,6 +30,7 @@ from gateway.billing.settlement import (
     PROCESSING,
     TERMINAL_STATUSES,
     Outcome,
+    read_timings_record,
     settle,
 )
 from gateway.bus import BusUnavailableError
@@ -262,14 +263,16 @@ def iso_utc(value: dt.datetime | None) -> str | None:
 def to_public(
     job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
 ) -> JobPublic:
+    timings, quality = read_timings_record(job.timings_json)
     outcome = Outcome(
         status=job.status,
         output_key=job.output_key or "",
         error=job.error,
         error_code=job.error_code,
         execution_time_ms=job.execution_time_ms,
-        timings_ms=json.loads(job.timings_json) if job.timings_json else {},
+        timings_ms=timings,
         completed_at=job.completed_at,
+        quality=quality,
     )
     progress, stage = (1.0, "done") if job.status == COMPLETED else (0.0, "")
     if job.status == PROCESSING:
@@ -300,6 +303,7 @@ def to_public(
         expires_at=expires_at,
         seed=job.seed,
         formState=json.loads(job.form_state_json),
+        quality=outcome.quality if completed else None,
     )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from orchestrator.batches import abandon, batch_spans, pipelined
 from orchestrator.faces import MIN_FACE_PX, mask_coverage
-from orchestrator.mouth_library import build_library
+from orchestrator.mouth_library import LIP_OPEN, MouthLibrary, build_library
 from orchestrator.mouth_select import match_speaking_style, select_mouths
 from orchestrator.stages import DetectedFace, Stages
 from postprocess.blend import paste_crop
@@ -159,11 +159,17 @@ def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_M
     return boxes
 
 
-def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray) -> np.ndarray:
-    """Source frame whose mouth each output frame shows (int64 [T]; PARAMETRIC where none fits)."""
+def source_library(source: SourceVideo) -> MouthLibrary:
+    """The person's own mouths: every tracked source frame measured and calibrated."""
     landmarks = [face.landmarks if face is not None else None for face in source.faces]
     scores = np.array([face.score if face is not None else 0.0 for face in source.faces], np.float32)
-    library = build_library(source.frames, landmarks, scores)
+    return build_library(source.frames, landmarks, scores)
+
+
+def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray,
+                      library: MouthLibrary | None = None) -> np.ndarray:
+    """Source frame whose mouth each output frame shows (int64 [T]; PARAMETRIC where none fits)."""
+    library = library if library is not None else source_library(source)
     if not library.usable.any():
         return np.full(len(order), PARAMETRIC, np.int64)
     target = match_speaking_style(mouth_params, library)
@@ -173,6 +179,19 @@ def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.n
              int((references >= 0).sum()), len(references), len(np.unique(references[references >= 0])),
              int((references < 0).sum()))
     return references
+
+
+def shown_opening(source: SourceVideo, library: MouthLibrary, order: np.ndarray, references: np.ndarray,
+                  mouth_params: np.ndarray) -> np.ndarray:
+    """The lip opening each output frame shows (float [T], NaN where the frame has no face):
+    the measured opening of the transplanted source mouth, or the parametric one asked for."""
+    has_face = np.array([source.faces[int(i)] is not None for i in order], bool)
+    refs = np.asarray(references, np.int64)
+    out = np.asarray(mouth_params[: len(order), LIP_OPEN], np.float64).copy()
+    transplanted = refs >= 0
+    out[transplanted] = library.params[refs[transplanted], LIP_OPEN]
+    out[~has_face] = np.nan
+    return out
 
 
 class _BatchCrops:

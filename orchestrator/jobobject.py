@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+from orchestrator.quality import as_json as quality_json
 from postprocess.storage import sign_url
 from proto import lipsync_pb2
 
@@ -31,6 +32,7 @@ def job_object(request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus, b
         "stage": status.stage,
         "created_at": _iso(request.created_at_ms),
         "completed_at": _iso(status.completed_at_ms),
+        "quality": quality_json(status) if completed else None,
     }
 
 

@@ -18,10 +18,13 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
-from orchestrator.dubbing import choose_references, render_dub, timeline, track_video
+from orchestrator.dubbing import choose_references, render_dub, shown_opening, source_library, timeline, track_video
 from orchestrator.faces import scale_face, select_faces
 from orchestrator.fetch import FetchError, Fetcher, MediaKind
 from orchestrator.motion import plan_motion
+from orchestrator.mouth_library import LIP_OPEN
+from orchestrator.quality import Quality
+from orchestrator.quality import measure as measure_quality
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.stages import Stages
 from orchestrator.status import JobReporter
@@ -67,6 +70,7 @@ class JobResult:
     output_key: str
     duration_s: float
     timings_ms: dict[str, int] = field(default_factory=dict)
+    quality: Quality | None = None
 
 
 class StageTimer:
@@ -231,12 +235,18 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
 
         # 7. Each voice's mouth on the conversation's timeline; the listener rests with life motion.
         animated = []
+        openings: list[np.ndarray] = []
+        energies: list[np.ndarray] = []
         for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts)):
             start = int(round(start_s * fps))
             params = place_in_timeline(params, start, frame_count)
             energy = place_in_timeline(energy, start, frame_count)
             motion = plan_motion(energy, params[:, 7], fps, int(request.seed) + index, request.prompt)
             animated.append(AnimatedFace(face=face, mouth_params=params, motion=motion))
+            openings.append(params[:, LIP_OPEN])
+            energies.append(energy)
+        # Every output frame shows the portrait's faces; their mouths against the speech heard.
+        quality = measure_quality(np.sum(openings, axis=0), np.max(energies, axis=0), frame_count, frame_count)
     await reporter.stage("render", 0.2)
 
     # 8. Render every frame and encode it with the conversation's audio.
@@ -250,7 +260,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
                     raise JobCanceled()
             await render_still(image, animated, frame_count, writer, res.stages,
                                settings.render_batch, on_batch)
-    return await _store(request, reporter, res, output, frame_count / fps, timer)
+    return await _store(request, reporter, res, output, frame_count / fps, timer, quality)
 
 
 def _ordered_voices(request: lipsync_pb2.JobRequest, voices: dict[str, Voice]) -> list[Voice]:
@@ -320,13 +330,17 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
             source = await track_video(
                 iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
-            params, _energy = await speech
+            params, energy = await speech
 
         # 6. The new speech as mouth parameters on the output timeline.
         order = timeline(source.count, audio_frames, sync_mode)
         params = place_in_timeline(params, 0, len(order))
+        energy = place_in_timeline(energy, 0, len(order))
         # 6b. The person's own mouth for each output frame, where the video has a close one.
-        references = await asyncio.to_thread(choose_references, source, order, params)
+        library = await asyncio.to_thread(source_library, source)
+        references = await asyncio.to_thread(choose_references, source, order, params, library)
+        opening = shown_opening(source, library, order, references, params)
+        quality = measure_quality(opening, energy, int(np.isfinite(opening).sum()), len(order))
     await reporter.stage("render", 0.4)
 
     # 7. Render the output timeline and encode it with the new speech.
@@ -341,17 +355,17 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
                     raise JobCanceled()
             await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
                              references)
-    return await _store(request, reporter, res, output, len(order) / fps, timer)
+    return await _store(request, reporter, res, output, len(order) / fps, timer, quality)
 
 
 async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
-                 output: Path, duration_s: float, timer: StageTimer) -> JobResult:
+                 output: Path, duration_s: float, timer: StageTimer, quality: Quality | None = None) -> JobResult:
     # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
     await reporter.stage("encode", 0.97)
     with timer("encode"):
         key = f"outputs/{request.job_id}.mp4"
         res.storage.put_file(key, output)
-    return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms)
+    return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms, quality=quality)
 
 
 class JobCanceled(Exception):
