@@ -33,6 +33,9 @@ TRACK_BATCH = 8  # frames per face_detection request while tracking
 PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
 CROP_ALIGN_PX = 32  # crop sides are multiples of this (the generator's and the transplant's grid)
 DUB_CROP_MAX_PX = 512  # native-resolution crops up to this side; larger faces are cropped smaller
+LIBRARY_MIN_FRAMES = 150  # frames tracked for the mouth library even when the output shows fewer (~6 s)
+LIBRARY_MAX_FRAMES = 750  # the library is an even sample of runs from at most this many frames (~30 s)
+LIBRARY_RUN_FRAMES = 25  # sampled in runs of this many consecutive frames (mouth motion stays measurable)
 
 
 @dataclass
@@ -133,6 +136,14 @@ def timeline(source_count: int, audio_frames: int, sync_mode: str) -> np.ndarray
     return np.where(phase < source_count, phase, period - phase)
 
 
+def frames_to_track(source_frames: int, audio_frames: int, sync_mode: str,
+                    library_min: int = LIBRARY_MIN_FRAMES) -> int:
+    """How many leading source frames a dub needs decoded and tracked: those its timeline
+    shows, and at least library_min (the mouth library's minimum sample) where the video has them."""
+    shown = int(timeline(source_frames, audio_frames, sync_mode).max(initial=0)) + 1
+    return max(1, min(source_frames, max(shown, library_min)))
+
+
 def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_MAX_PX) -> list[CropBox | None]:
     """Crop boxes per source frame at the frame's own resolution: one side for the whole video
     (the median face's crop to the nearest multiple of CROP_ALIGN_PX, at most max_side pixels), centres
@@ -159,11 +170,25 @@ def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_M
     return boxes
 
 
+def library_sample(count: int, max_frames: int = LIBRARY_MAX_FRAMES, run: int = LIBRARY_RUN_FRAMES) -> np.ndarray:
+    """Source frames the mouth library measures (bool [count]): all of a short video; of a
+    long one, runs of `run` consecutive frames spread evenly, max_frames in all."""
+    keep = np.zeros(count, bool)
+    if count <= max_frames:
+        keep[:] = True
+        return keep
+    runs = max(1, max_frames // run)
+    for start in np.linspace(0, count - run, runs).astype(int):
+        keep[start:start + run] = True
+    return keep
+
+
 def source_library(source: SourceVideo) -> MouthLibrary:
-    """The person's own mouths: every tracked source frame measured and calibrated."""
+    """The person's own mouths: a bounded sample of the tracked source frames, measured and
+    calibrated (frames outside the sample are not usable as references)."""
     landmarks = [face.landmarks if face is not None else None for face in source.faces]
     scores = np.array([face.score if face is not None else 0.0 for face in source.faces], np.float32)
-    return build_library(source.frames, landmarks, scores)
+    return build_library(source.frames, landmarks, scores, sample=library_sample(source.count))
 
 
 def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray,

@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
-from orchestrator.dubbing import choose_references, render_dub, shown_opening, source_library, timeline, track_video
+from orchestrator.dubbing import choose_references, frames_to_track, render_dub, shown_opening, source_library, timeline, track_video
 from orchestrator.faces import scale_face, select_faces
 from orchestrator.fetch import FetchError, Fetcher, MediaKind
 from orchestrator.motion import plan_motion
@@ -318,6 +318,9 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         audio_frames = max(1, math.ceil(voice.duration_s * fps))
         sync_mode = request.sync_mode or "bounce"
         expected = len(timeline(source_frames, audio_frames, sync_mode))
+        # Only the source frames the output shows are decoded and tracked (a short voice on
+        # a long video), but at least a library's worth for the mouth search.
+        tracked_frames = frames_to_track(source_frames, audio_frames, sync_mode)
 
         # 4. Price the job now that its length is known.
         await res.billing.reserve(request.job_id, expected / fps, request.resolution or "480p")
@@ -325,10 +328,10 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         # 5. Decode the source once and track the face through it, while the audio_features
         #    stage turns the new speech into mouth parameters (two stages, two cores).
         async def on_frame(done: int) -> None:
-            await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
+            await reporter.progress(0.08 + 0.3 * min(1.0, done / tracked_frames))
         async with _background(_speech(res, voice.features, fps, split=False)) as speech:
             source = await track_video(
-                iter_video_frames(files["video"], fps, size, info.rotation_deg), source_frames,
+                iter_video_frames(files["video"], fps, size, info.rotation_deg), tracked_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
             params, energy = await speech
 

@@ -48,6 +48,7 @@ class Measurement:
     real_best_lag: int = 0
     real_corr_best: float = NAN
     sharpness_ratio: float = NAN  # output mouth sharpness / source video's own mouth
+    quality: str = ""  # the job's own quality block: "offset / confidence / faces found of frames"
     rtf: float = NAN
     duration_s: float = NAN
     rss_mib: dict[str, float] = field(default_factory=dict)
@@ -92,6 +93,10 @@ class Evaluator:
                    else track_faces(self.face_mesh, frames(), fps, frame_count, case.faces))
         rows = self._sync_rows(case, tracked)
         extra: dict[str, Any] = {"sheet": f"{case.name}.png", "duration_s": frame_count / fps, "rss_mib": rss_mib or {}}
+        if job is not None and job.get("quality"):
+            q = job["quality"]
+            extra["quality"] = (f"{q['sync_offset_frames']:+d} / {q['sync_confidence']:.2f} / "
+                                f"{q['faces_found']} of {q['frames']}")
         if job is not None and job.get("executionTime"):
             extra["rtf"] = float(job["executionTime"]) / 1000 / (frame_count / fps)
         if case.group == "video" and case.video:

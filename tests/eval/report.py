@@ -154,13 +154,15 @@ def _real_mouths(rows: list[Measurement]) -> list[str]:
            f"{realmouth.MOUTH_CROP_WIDTH_PX} px wide, mean over the frames, output / source video over the same "
            f"frames (dubs only). Targets: median real-mouth correlation ≥ {TARGETS.real_corr_min}, median "
            f"sharpness ratio ≥ {TARGETS.sharpness_ratio_min}, bilabial AUC ≥ {TARGETS.auc_min}.", "",
-           "| case | real-mouth corr lag 0 | best lag (corr) | mouth sharpness ratio | bilabial AUC |",
-           "|---|---|---|---|---|"]
+           "| case | real-mouth corr lag 0 | best lag (corr) | mouth sharpness ratio | bilabial AUC | "
+           "job's quality block: sync offset / confidence / faces |",
+           "|---|---|---|---|---|---|"]
     for m in rows:
         if math.isnan(m.real_corr_lag0) and math.isnan(m.sharpness_ratio):
             continue
         lag = "–" if math.isnan(m.real_corr_best) else f"{m.real_best_lag:+d} ({_num(m.real_corr_best)})"
-        out.append(f"| {m.case} | {_num(m.real_corr_lag0)} | {lag} | {_num(m.sharpness_ratio)} | {_num(m.auc)} |")
+        out.append(f"| {m.case} | {_num(m.real_corr_lag0)} | {lag} | {_num(m.sharpness_ratio)} | {_num(m.auc)} | "
+                   f"{m.quality or '–'} |")
     corr = _median([m.real_corr_lag0 for m in rows])
     sharp = _median([m.sharpness_ratio for m in rows])
     out.append(f"\nMedian real-mouth correlation (lag 0): {_num(corr)}{_mark(_ok(corr, lambda v: v >= TARGETS.real_corr_min))}; "

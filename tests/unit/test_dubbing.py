@@ -197,3 +197,24 @@ def test_pasting_only_the_changed_square_matches_pasting_the_whole_crop() -> Non
     assert not np.array_equal(whole, frame)
     assert np.abs(whole.astype(int) - part).max() <= 1
     assert (np.abs(whole.astype(int) - part) > 0).mean() < 0.01
+
+
+def test_only_the_frames_the_output_shows_are_tracked_but_at_least_a_library() -> None:
+    from orchestrator.dubbing import LIBRARY_MIN_FRAMES, frames_to_track  # noqa: PLC0415
+
+    assert frames_to_track(1500, 100, "cut_off") == LIBRARY_MIN_FRAMES  # a short voice on a long video
+    assert frames_to_track(1500, 400, "bounce") == 400
+    assert frames_to_track(1500, 400, "silence") == 1500  # the whole video is shown
+    assert frames_to_track(1500, 4000, "bounce") == 1500
+    assert frames_to_track(80, 40, "cut_off") == 80  # a short video: all of it
+
+
+def test_the_library_of_a_long_video_is_a_bounded_sample_of_runs() -> None:
+    from orchestrator.dubbing import library_sample  # noqa: PLC0415
+
+    assert library_sample(300, max_frames=750).all()
+    keep = library_sample(3000, max_frames=750, run=25)
+    assert keep.sum() <= 750 and keep[0] and keep[-1]
+    starts = np.flatnonzero(np.diff(keep.astype(int)) == 1) + 1
+    assert len(starts) + 1 == 30  # 30 runs, the first at frame 0
+    assert np.all(np.diff(np.flatnonzero(keep)[:25]) == 1)  # consecutive inside a run
