@@ -180,7 +180,7 @@ def test_chosen_mouths_follow_the_new_speech(tracked_video: SourceVideo) -> None
 
 
 def test_pasting_only_the_changed_square_matches_pasting_the_whole_crop() -> None:
-    from orchestrator.dubbing import _paste_changed
+    from orchestrator.dubbing.render import _paste_changed
     from postprocess.blend import paste_crop
     from preprocess.align import CropBox
 
