@@ -107,28 +107,32 @@ def _cubic_weights(g: _Graph, t: str) -> list[str]:
 
 def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, out_hw: str) -> str:
     """Bicubic sample [3, H, W] (Keys, a = -0.5) of a planar S x S image flattened to [3*S*S]
-    at pixel-centre coordinates, edge clamped: the 16 taps of all three channels in one
-    GatherElements, then weighted and summed. Used for the reference: the transplanted
-    mouth is resampled once, and this keeps its teeth and lip edges."""
+    at pixel-centre coordinates, edge clamped: the 4 x 4 taps of all three channels in one
+    GatherElements, then weighted along x and along y. Used for the reference: the
+    transplanted mouth is resampled once, and this keeps its teeth and lip edges."""
     x = g.op("Clip", px, g.const(0.0), last)
     y = g.op("Clip", py, g.const(0.0), last)
     x0, y0 = g.op("Floor", x), g.op("Floor", y)
-    wx = _cubic_weights(g, g.op("Sub", x, x0))
-    wy = _cubic_weights(g, g.op("Sub", y, y0))
+    first = g.const([0], np.int64)
+
+    def stack(parts: list[str]) -> str:  # four [H, W] -> [4, H, W]
+        return g.op("Concat", *(g.op("Unsqueeze", p, first) for p in parts), axis=0)
+
+    wx = stack(_cubic_weights(g, g.op("Sub", x, x0)))
+    wy = stack(_cubic_weights(g, g.op("Sub", y, y0)))
     side_f = g.op("Cast", side_i, to=FLOAT)
-    cols = [g.op("Clip", g.op("Add", x0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)]
-    rows = [g.op("Mul", g.op("Clip", g.op("Add", y0, g.const(float(d))), g.const(0.0), last), side_f)
-            for d in (-1, 0, 1, 2)]
-    taps = [g.op("Unsqueeze", g.op("Add", r, c), g.const([0], np.int64)) for r in rows for c in cols]
-    weights = [g.op("Unsqueeze", g.op("Mul", wr, wc), g.const([0], np.int64)) for wr in wy for wc in wx]
+    cols = stack([g.op("Clip", g.op("Add", x0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
+    rows = stack([g.op("Clip", g.op("Add", y0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
+    taps = g.op("Add", g.op("Unsqueeze", g.op("Mul", rows, side_f), g.const([1], np.int64)),
+                g.op("Unsqueeze", cols, first))  # [4 rows, 4 cols, H, W]
     plane = g.op("Mul", side_f, side_f)
-    channel = g.op("Mul", g.const(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1)), plane)
-    index = g.op("Add", g.op("Unsqueeze", g.op("Concat", *taps, axis=0), g.const([0], np.int64)), channel)
+    channel = g.op("Mul", g.const(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1, 1)), plane)
+    index = g.op("Add", g.op("Unsqueeze", taps, first), channel)  # [3, 4, 4, H, W]
     flat_index = g.op("Reshape", g.op("Cast", index, to=TensorProto.INT64), g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
-    shape = g.op("Concat", g.const([3, 16], np.int64), out_hw, axis=0)
-    weighted = g.op("Mul", g.op("Reshape", values, shape), g.op("Concat", *weights, axis=0))
-    return g.op("ReduceSum", weighted, g.const([1], np.int64), keepdims=0)
+    shape = g.op("Concat", g.const([3, 4, 4], np.int64), out_hw, axis=0)
+    along_x = g.op("ReduceSum", g.op("Mul", g.op("Reshape", values, shape), wx), g.const([2], np.int64), keepdims=0)
+    return g.op("ReduceSum", g.op("Mul", along_x, wy), g.const([1], np.int64), keepdims=0)
 
 
 def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]:
