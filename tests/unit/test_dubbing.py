@@ -218,3 +218,21 @@ def test_the_library_of_a_long_video_is_a_bounded_sample_of_runs() -> None:
     starts = np.flatnonzero(np.diff(keep.astype(int)) == 1) + 1
     assert len(starts) + 1 == 30  # 30 runs, the first at frame 0
     assert np.all(np.diff(np.flatnonzero(keep)[:25]) == 1)  # consecutive inside a run
+
+
+def test_the_opening_shown_is_the_transplanted_mouths_or_the_parametric_one(tmp_path: Path) -> None:
+    from orchestrator.dubbing import shown_opening  # noqa: PLC0415
+    from orchestrator.mouth_library import Calibration, MouthLibrary  # noqa: PLC0415
+
+    source = synthetic_source(tmp_path, 6, faceless=(4,))
+    lib_params = np.zeros((6, N_PARAMS), np.float32)
+    lib_params[:, LIP_OPEN] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    library = MouthLibrary(params=lib_params, raw=lib_params, pose=np.zeros((6, 3), np.float32),
+                           usable=np.ones(6, bool), calibration=Calibration(np.zeros(N_PARAMS), np.ones(N_PARAMS)))
+    order = np.array([0, 1, 2, 3, 4])
+    refs = np.array([5, PARAMETRIC, 2, 1, 3])
+    params = np.zeros((5, N_PARAMS), np.float32)
+    params[:, LIP_OPEN] = 0.9
+    opening = shown_opening(source, library, order, refs, params)
+    np.testing.assert_allclose(opening[:4], [0.5, 0.9, 0.2, 0.1], atol=1e-6)
+    assert np.isnan(opening[4])  # source frame 4 has no face: nothing is shown there
