@@ -29,6 +29,7 @@ from gateway.billing.settlement import (
     PROCESSING,
     TERMINAL_STATUSES,
     Outcome,
+    read_timings_record,
     settle,
 )
 from gateway.bus import BusUnavailableError, PublishUncertainError
@@ -39,7 +40,7 @@ from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from gateway.upkeep import require_free_disk
 from proto import lipsync_pb2
-from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime
+from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime, quality_object
 from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,7 @@ def iso_utc(value: dt.datetime | None) -> str | None:
 def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRecord:
     """The job as the database row says, or as the live status says while the row still
     says processing (live progress, or a final state not yet settled by the consumer)."""
+    timings, quality = read_timings_record(job.timings_json)
     record = JobRecord(
         id=job.id,
         model=job.model,
@@ -284,8 +286,9 @@ def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRec
         error=job.error,
         error_code=job.error_code,
         execution_time_ms=job.execution_time_ms,
-        timings_ms=json.loads(job.timings_json) if job.timings_json else {},
+        timings_ms=timings,
         completed_at_ms=ms_from_datetime(job.completed_at) if job.completed_at else None,
+        quality=quality,
     )
     if live is None or job.status != PROCESSING:
         return record
@@ -294,6 +297,7 @@ def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRec
             record, status=live.status, output_key=live.output_key, error=live.error,
             error_code=live.error_code, execution_time_ms=live.execution_time_ms or None,
             timings_ms=dict(live.timings_ms), completed_at_ms=live.completed_at_ms or None,
+            quality=quality_object(live),
         )
     return replace(record, progress=live.progress, stage=live.stage)
 

@@ -9,6 +9,8 @@ from preprocess.errors import MediaError
 from proto.vocabulary import ErrorCode
 
 MIN_FACE_PX = 40  # face box side in output pixels below which the mouth is a few pixels
+MASK_COVERAGE_MIN = 0.5  # share of a face's landmarks on the mask's white part for the mask to pick it
+MAX_FACES = 8  # faces the face_detection stage returns per image or frame (any more are ignored)
 
 
 def scale_face(face: DetectedFace, sx: float, sy: float) -> DetectedFace:
@@ -30,7 +32,7 @@ def select_faces(faces: list[DetectedFace], count: int, mask: np.ndarray | None)
     if not faces:
         raise MediaError(ErrorCode.FACE_NOT_FOUND, "No face found in the image")
     if mask is not None:
-        covered = [f for f in faces if mask_coverage(f, mask) > 0.5]
+        covered = [f for f in faces if mask_coverage(f, mask) > MASK_COVERAGE_MIN]
         others = [f for f in faces if all(f is not c for c in covered)]  # identity: arrays inside
         faces = sorted(covered, key=lambda f: -f.area) + sorted(others, key=lambda f: -f.area)
     else:

@@ -4,7 +4,7 @@ GET /api/v1/jobs/{id}."""
 from __future__ import annotations
 
 from proto import lipsync_pb2
-from proto.jobobject import JobRecord
+from proto.jobobject import JobRecord, quality_object
 from proto.jobobject import job_body as render_body
 from proto.urlsign import UrlSigner
 
@@ -25,6 +25,7 @@ def job_record(request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus) -
         completed_at_ms=status.completed_at_ms or None,
         progress=status.progress,
         stage=status.stage,
+        quality=quality_object(status),
     )
 
 

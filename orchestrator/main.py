@@ -151,6 +151,8 @@ class Orchestrator:
             reporter.status.output_duration_s = result.duration_s
             reporter.status.execution_time_ms = int((time.perf_counter() - started) * 1000)
             reporter.status.timings_ms.update(result.timings_ms)
+            if result.quality is not None:
+                reporter.status.quality.CopyFrom(result.quality.to_proto())
             try:
                 await self._finish(request, reporter, JobStatus.COMPLETED)
             except BillingUnavailable as exc:

@@ -156,12 +156,14 @@ def inner_mouth_colours(frame: np.ndarray, landmarks: np.ndarray, iod_px: float)
     return float(teeth.sum()) / px_per_iod2, float(tongue.sum()) / px_per_iod2
 
 
-def measure_mouths(frames: np.ndarray | FrameStore | None, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def measure_mouths(frames: np.ndarray | FrameStore | None, landmarks: np.ndarray,
+                   colours: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Raw per-frame descriptors [N, 8] (same column order as the parameters, IOD units) and pose.
 
     jaw: subnasale-to-chin drop; lip_open: inner-lip gap; lip_width: corner distance;
     lip_round: lip-centre protrusion in front of the corners; closure: vermilion thickness
-    (pressed lips thin out); teeth/tongue: inner-mouth colour areas; activity: mouth speed.
+    (pressed lips thin out); teeth/tongue: inner-mouth colour areas (only where `colours`
+    is set, when given: reading the frames is the costly part); activity: mouth speed.
     """
     canonical, pose, iod_px = canonical_landmarks(landmarks)
     n = landmarks.shape[0]
@@ -176,7 +178,7 @@ def measure_mouths(frames: np.ndarray | FrameStore | None, landmarks: np.ndarray
     raw[:, TEETH] = 0.0
     raw[:, TONGUE] = 0.0
     for i in np.flatnonzero(np.isfinite(iod_px)):
-        if frames is not None:
+        if frames is not None and (colours is None or colours[i]):
             raw[i, TEETH], raw[i, TONGUE] = inner_mouth_colours(frames[i], landmarks[i], iod_px[i])
     lips = c[:, list(INNER_UPPER) + list(INNER_LOWER), :2]
     speed = np.zeros(n)
@@ -251,16 +253,20 @@ def _unreliable(raw: np.ndarray, pose: np.ndarray) -> np.ndarray:
 
 
 def build_library(frames: np.ndarray | FrameStore | None, landmarks: list[np.ndarray | None] | np.ndarray,
-                  scores: np.ndarray | None = None, min_score: float = 0.5) -> MouthLibrary:
-    """Measure and calibrate the mouth of every tracked frame (None / NaN = no face)."""
+                  scores: np.ndarray | None = None, min_score: float = 0.5,
+                  sample: np.ndarray | None = None) -> MouthLibrary:
+    """Measure and calibrate the mouth of every tracked frame (None / NaN = no face); with
+    `sample` (bool [N]) only those frames are read for colours and may be usable."""
     if isinstance(landmarks, list):
         stacked = np.full((len(landmarks), 468, 3), np.nan, np.float32)
         for i, lm in enumerate(landmarks):
             if lm is not None:
                 stacked[i] = lm
         landmarks = stacked
-    raw, pose = measure_mouths(frames, np.asarray(landmarks, np.float32))
+    raw, pose = measure_mouths(frames, np.asarray(landmarks, np.float32), sample)
     usable = np.isfinite(raw).all(1) & ~_unreliable(raw, pose)
+    if sample is not None:
+        usable &= np.asarray(sample, bool)
     if scores is not None:
         usable &= np.asarray(scores) >= min_score
     calibration = calibrate(raw[usable] if usable.any() else raw)

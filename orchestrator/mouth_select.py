@@ -59,9 +59,7 @@ def _node_costs(library: MouthLibrary, target: np.ndarray, order: np.ndarray, w:
         tw = target[start:stop] * sw
         shape_all = (tw**2).sum(1)[:, None] + (lib_w**2).sum(1)[None, :] - 2.0 * tw @ lib_w.T
         shape_all = np.maximum(shape_all, 0.0)
-        pose_t = library.pose[order[start:stop]]
-        pose_all = ((pose_t[:, None, :] - lib_pose[None, :, :]) ** 2).sum(-1) * w.pose
-        total = shape_all + pose_all
+        total = shape_all + pose_cost(library.pose[order[start:stop]][:, None, :], lib_pose[None, :, :], w)
         part = np.argpartition(total, k - 1, axis=1)[:, :k]
         rows = np.arange(stop - start)[:, None]
         indices[start:stop] = lib_index[part]
@@ -70,10 +68,50 @@ def _node_costs(library: MouthLibrary, target: np.ndarray, order: np.ndarray, w:
     return indices, node, shape
 
 
-def _shape_cost(params: np.ndarray, target_row: np.ndarray, pose: np.ndarray, target_pose: np.ndarray,
-                w: SelectionWeights) -> tuple[np.ndarray, np.ndarray]:
-    shape = (((params - target_row) ** 2) * np.asarray(w.shape, np.float32)).sum(-1)
-    return shape + w.pose * ((pose - target_pose) ** 2).sum(-1), shape
+# ---- the cost terms of the search (node: how a mouth fits the frame; transition: how it follows)
+
+def shape_cost(a: np.ndarray, b: np.ndarray, w: SelectionWeights) -> np.ndarray:
+    """Weighted squared distance of mouth parameter rows (broadcast over leading axes)."""
+    return (((a - b) ** 2) * np.asarray(w.shape, np.float32)).sum(-1)
+
+
+def pose_cost(a: np.ndarray, b: np.ndarray, w: SelectionWeights) -> np.ndarray:
+    """Head-pose difference (yaw, pitch, roll, rad^2) between the library frame and the frame it is pasted on."""
+    return ((a - b) ** 2).sum(-1) * w.pose
+
+
+def _node_cost(params: np.ndarray, target_row: np.ndarray, pose: np.ndarray, target_pose: np.ndarray,
+               w: SelectionWeights) -> tuple[np.ndarray, np.ndarray]:
+    """(node cost, shape cost) of library rows for one output frame."""
+    shape = shape_cost(params, target_row, w)
+    return shape + pose_cost(pose, target_pose, w), shape
+
+
+def continuity_cost(params: np.ndarray, successor: np.ndarray, prev: np.ndarray, cur: np.ndarray,
+                    w: SelectionWeights) -> np.ndarray:
+    """[P, C]: a jump is invisible when the new mouth looks like the one on screen or like
+    the one the interrupted run would have shown next."""
+    return w.continuity * np.minimum(shape_cost(params[successor[prev]][:, None, :], params[cur][None, :, :], w),
+                                     shape_cost(params[prev][:, None, :], params[cur][None, :, :], w))
+
+
+def jump_cost(params: np.ndarray, successor: np.ndarray, prev: np.ndarray, cur: np.ndarray,
+              w: SelectionWeights) -> np.ndarray:
+    """[P, C]: any transition that is not a hold, a play-on or a skip."""
+    return w.jump + continuity_cost(params, successor, prev, cur, w)
+
+
+def transition_cost(params: np.ndarray, successor: np.ndarray, next_ok: np.ndarray, prev: np.ndarray,
+                    cur: np.ndarray, w: SelectionWeights) -> np.ndarray:
+    """[P, C] cost of showing library frame cur[j] after prev[i]: free when the run plays
+    on (the next frame of the recording), `hold` when the same frame is shown again, `skip`
+    when one frame of the run is skipped, else `jump_cost`."""
+    delta = cur[None, :] - prev[:, None]
+    plays_on = next_ok[prev][:, None]
+    skips_ok = plays_on & next_ok[np.minimum(prev + 1, next_ok.size - 1)][:, None]
+    trans = np.where(delta == 0, w.hold, jump_cost(params, successor, prev, cur, w))
+    trans = np.where((delta == 1) & plays_on, 0.0, trans)
+    return np.where((delta == 2) & skips_ok, w.skip, trans)
 
 
 def select_mouths(library: MouthLibrary, target_params: np.ndarray, order: np.ndarray,
@@ -111,20 +149,9 @@ def select_mouths(library: MouthLibrary, target_params: np.ndarray, order: np.nd
         extra = np.unique(successor[prev[np.argsort(score)[: w.candidates // 2]]])
         extra = extra[~np.isin(extra, top[t])]
         cur = np.concatenate([top[t], extra])
-        extra_node, extra_shape = _shape_cost(params[extra], target[t], pose[extra], pose[order[t]], w)
+        extra_node, extra_shape = _node_cost(params[extra], target[t], pose[extra], pose[order[t]], w)
         node = np.concatenate([top_node[t], extra_node])
-        delta = cur[None, :] - prev[:, None]
-        play_on = next_ok[prev][:, None]
-        # A jump is invisible when the new mouth looks like the one on screen or like the
-        # one the interrupted run would have shown next.
-        shape_w = np.asarray(w.shape, np.float32)
-        cont = np.minimum((((params[successor[prev]][:, None, :] - params[cur][None, :, :]) ** 2) * shape_w).sum(-1),
-                          (((params[prev][:, None, :] - params[cur][None, :, :]) ** 2) * shape_w).sum(-1))
-        trans = np.where(delta == 0, w.hold, w.jump + w.continuity * cont)
-        trans = np.where((delta == 1) & play_on, 0.0, trans)
-        trans = np.where((delta == 2) & play_on & next_ok[np.minimum(prev + 1, library.count - 1)][:, None],
-                         w.skip, trans)
-        total = score[:, None] + trans
+        total = score[:, None] + transition_cost(params, successor, next_ok, prev, cur, w)
         arg = total.argmin(0)
         score = total[arg, np.arange(cur.size)] + node
         back.append(arg)

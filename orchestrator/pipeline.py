@@ -19,10 +19,14 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
-from orchestrator.dubbing import choose_references, render_dub, timeline, track_video
-from orchestrator.faces import scale_face, select_faces
+from orchestrator.dubbing import (choose_references, frames_to_track, render_dub, shown_opening, source_library,
+                                 timeline, track_video)
+from orchestrator.faces import MAX_FACES, scale_face, select_faces
 from orchestrator.fetch import FetchError, Fetcher, MediaKind
 from orchestrator.motion import plan_motion
+from orchestrator.mouth_library import LIP_OPEN
+from orchestrator.quality import Quality
+from orchestrator.quality import measure as measure_quality
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.stages import Stages
 from orchestrator.status import JobReporter
@@ -43,6 +47,16 @@ T = TypeVar("T")
 SHORT_SIDES = {r.value: r.short_side for r in Resolution}
 DETECT_MAX_SIDE = 1920
 AUDIO_ROLES = ("audio", "left_audio", "right_audio")
+# Job progress (0..1) where each stage starts; a stage's work fills the span up to the next.
+PROGRESS = {
+    "download": 0.02,
+    "analysis": 0.08,
+    "image_render": 0.2,   # a talking portrait: finding the face is quick, rendering is the work
+    "dub_tracked": 0.38,   # a dub: tracking the source fills analysis up to here
+    "dub_render": 0.4,
+    "rendered": 0.95,
+    "encode": 0.97,
+}
 # Speech between these lengths may be decoded in parts side by side. Shorter speech is not
 # worth it; longer speech is not split because each part's request carries the whole audio
 # (its loudness is measured on all of it), which would double the memory the long job holds,
@@ -70,6 +84,12 @@ class JobResult:
     output_key: str
     duration_s: float
     timings_ms: dict[str, int] = field(default_factory=dict)
+    quality: Quality | None = None
+
+
+def _span(start: str, stop: str, fraction: float) -> float:
+    """Progress `fraction` of the way from PROGRESS[start] to PROGRESS[stop]."""
+    return PROGRESS[start] + (PROGRESS[stop] - PROGRESS[start]) * fraction
 
 
 class StageTimer:
@@ -96,12 +116,12 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
         decoder = cleanup.enter_context(VideoDecoder()) if request.model == Model.VIDEO else None
 
         # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
-        await reporter.stage("download", 0.02)
+        await reporter.stage("download", PROGRESS["download"])
         with timer("download"):
             files = await _download(request, res, scratch)
 
         # 2. Decode the speech (normalised) and check the limits before any heavy work.
-        await reporter.stage("analysis", 0.08)
+        await reporter.stage("analysis", PROGRESS["analysis"])
         with timer("analysis"):
             voices = {}
             for role, path in files.items():
@@ -233,20 +253,26 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
             detect_scale = min(1.0, DETECT_MAX_SIDE / max(original.shape[:2]))
             detect_size = (max(1, round(original.shape[1] * detect_scale)),
                            max(1, round(original.shape[0] * detect_scale)))
-            found = await res.stages.detect_faces(resize_rgb(original, detect_size), max_faces=8)
+            found = await res.stages.detect_faces(resize_rgb(original, detect_size), max_faces=MAX_FACES)
             found = [scale_face(f, size[0] / detect_size[0], size[1] / detect_size[1]) for f in found]
             faces = select_faces(found, len(ordered), _load_mask(files, size, settings))
             spoken = await speech
 
         # 7. Each voice's mouth on the conversation's timeline; the listener rests with life motion.
         animated = []
+        openings: list[np.ndarray] = []
+        energies: list[np.ndarray] = []
         for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts)):
             start = int(round(start_s * fps))
             params = place_in_timeline(params, start, frame_count)
             energy = place_in_timeline(energy, start, frame_count)
             motion = plan_motion(energy, params[:, 7], fps, int(request.seed) + index, request.prompt)
             animated.append(AnimatedFace(face=face, mouth_params=params, motion=motion))
-    await reporter.stage("render", 0.2)
+            openings.append(params[:, LIP_OPEN])
+            energies.append(energy)
+        # Every output frame shows the portrait's faces; their mouths against the speech heard.
+        quality = measure_quality(np.sum(openings, axis=0), np.max(energies, axis=0), frame_count, frame_count)
+    await reporter.stage("render", PROGRESS["image_render"])
 
     # 8. Render every frame and encode it with the conversation's audio.
     output = scratch / "output.mp4"
@@ -254,12 +280,12 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         _, track = await asyncio.to_thread(_conversation, ordered, order, scratch)
         with Mp4Writer(output, size, fps, track.fit(round(frame_count / fps * AUDIO_RATE_HZ))) as writer:
             async def on_batch(done: int) -> None:
-                await reporter.progress(0.2 + 0.75 * done / frame_count)
+                await reporter.progress(_span("image_render", "rendered", done / frame_count))
                 if await reporter.is_canceled():
                     raise JobCanceled()
             await render_still(image, animated, frame_count, writer, res.stages,
                                settings.render_batch, on_batch)
-    return await _store(request, reporter, res, output, frame_count / fps, timer)
+    return await _store(request, reporter, res, output, frame_count / fps, timer, quality)
 
 
 def _ordered_voices(request: lipsync_pb2.JobRequest, voices: dict[str, Voice]) -> list[Voice]:
@@ -318,6 +344,9 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         audio_frames = max(1, math.ceil(voice.duration_s * fps))
         sync_mode = request.sync_mode or "bounce"
         expected = len(timeline(source_frames, audio_frames, sync_mode))
+        # Only the source frames the output shows are decoded and tracked (a short voice on
+        # a long video), but at least a library's worth for the mouth search.
+        tracked_frames = frames_to_track(source_frames, audio_frames, sync_mode)
 
         # 4. Price the job now that its length is known (which also sets its deadline).
         await res.billing.reserve(request.job_id, expected / fps, request.resolution or DEFAULT_RESOLUTION)
@@ -326,19 +355,23 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         # 5. Decode the source once and track the face through it, while the audio_features
         #    stage turns the new speech into mouth parameters (two stages, two cores).
         async def on_frame(done: int) -> None:
-            await reporter.progress(0.08 + 0.3 * min(1.0, done / source_frames))
+            await reporter.progress(_span("analysis", "dub_tracked", min(1.0, done / tracked_frames)))
         async with _background(_speech(res, voice.features, fps, split=False)) as speech:
             source = await track_video(
-                decoder.frames(files["video"], fps, size, info.rotation_deg), source_frames,
+                decoder.frames(files["video"], fps, size, info.rotation_deg), tracked_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
-            params, _energy = await speech
+            params, energy = await speech
 
         # 6. The new speech as mouth parameters on the output timeline.
         order = timeline(source.count, audio_frames, sync_mode)
         params = place_in_timeline(params, 0, len(order))
+        energy = place_in_timeline(energy, 0, len(order))
         # 6b. The person's own mouth for each output frame, where the video has a close one.
-        references = await asyncio.to_thread(choose_references, source, order, params)
-    await reporter.stage("render", 0.4)
+        library = await asyncio.to_thread(source_library, source)
+        references = await asyncio.to_thread(choose_references, source, order, params, library)
+        opening = shown_opening(source, library, order, references, params)
+        quality = measure_quality(opening, energy, int(np.isfinite(opening).sum()), len(order))
+    await reporter.stage("render", PROGRESS["dub_render"])
 
     # 7. Render the output timeline and encode it with the new speech.
     output = scratch / "output.mp4"
@@ -347,12 +380,12 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         audio = RawTrack(scratch / "voice.f32", round(len(order) / fps * AUDIO_RATE_HZ))
         with Mp4Writer(output, size, fps, audio) as writer:
             async def on_batch(done: int) -> None:
-                await reporter.progress(0.4 + 0.55 * done / len(order))
+                await reporter.progress(_span("dub_render", "rendered", done / len(order)))
                 if await reporter.is_canceled():
                     raise JobCanceled()
             await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
                              references)
-    return await _store(request, reporter, res, output, len(order) / fps, timer)
+    return await _store(request, reporter, res, output, len(order) / fps, timer, quality)
 
 
 def _check_video_size(info: probing.MediaInfo, settings: OrchestratorSettings) -> None:
@@ -367,13 +400,13 @@ def _check_video_size(info: probing.MediaInfo, settings: OrchestratorSettings) -
 
 
 async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: JobResources,
-                 output: Path, duration_s: float, timer: StageTimer) -> JobResult:
+                 output: Path, duration_s: float, timer: StageTimer, quality: Quality | None = None) -> JobResult:
     # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
-    await reporter.stage("encode", 0.97)
+    await reporter.stage("encode", PROGRESS["encode"])
     with timer("encode"):
         key = f"outputs/{request.job_id}.mp4"
         await asyncio.to_thread(res.storage.put_file, key, output)
-    return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms)
+    return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms, quality=quality)
 
 
 class JobCanceled(Exception):

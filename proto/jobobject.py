@@ -40,6 +40,8 @@ class JobRecord:
     completed_at_ms: int | None = None
     progress: float = 0.0
     stage: str = ""
+    # What the service measured on its own output (quality_object), when completed.
+    quality: Mapping[str, Any] | None = None
 
 
 def ms_from_datetime(value: dt.datetime) -> int:
@@ -59,6 +61,16 @@ def iso_from_ms(ms: int | None) -> str | None:
         return None
     moment = _EPOCH + dt.timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def quality_object(status: Any) -> dict[str, Any] | None:
+    """The job object's `quality` value from a JobStatus's `quality` message (None until the
+    job measured its output): sync offset in frames and its confidence, faces found / frames."""
+    if not status.HasField("quality"):
+        return None
+    q = status.quality
+    return {"sync_offset_frames": q.sync_offset_frames, "sync_confidence": round(q.sync_confidence, 4),
+            "faces_found": q.faces_found, "frames": q.frames}
 
 
 def job_object(
@@ -93,6 +105,7 @@ def job_object(
         "completed_at": iso_from_ms(record.completed_at_ms) if status.is_terminal else None,
         "expires_at": expires_at,
         "formState": json.loads(record.form_state_json) if record.form_state_json else {},
+        "quality": dict(record.quality) if completed and record.quality else None,
     }
 
 

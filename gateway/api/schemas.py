@@ -140,6 +140,7 @@ class JobPublic(BaseModel):
     expires_at: str | None = None
     seed: int
     formState: dict[str, Any]
+    quality: dict[str, Any] | None = None  # measured on the output: sync offset/confidence, faces found
 
 
 class JobList(BaseModel):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from gateway.billing import ledger
 from gateway.billing.pricing import PriceTable
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
-from proto.jobobject import datetime_from_ms
+from proto.jobobject import datetime_from_ms, quality_object
 from proto.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Outcome:
     timings_ms: dict[str, int] = field(default_factory=dict)
     output_duration_s: float | None = None
     completed_at: dt.datetime | None = None
+    quality: dict[str, Any] | None = None
 
     @classmethod
     def from_status(cls, status: lipsync_pb2.JobStatus) -> "Outcome":
@@ -51,7 +53,26 @@ class Outcome:
             timings_ms=dict(status.timings_ms),
             output_duration_s=status.output_duration_s or None,
             completed_at=completed_at,
+            quality=quality_object(status),
         )
+
+
+QUALITY_KEY = "quality"  # kept beside the timings in the job row's timings_json (no column of its own yet)
+
+
+def timings_record(timings_ms: dict[str, int], quality: dict[str, Any] | None) -> str | None:
+    """The stored timings_json: the stage timings, and the quality block under QUALITY_KEY."""
+    record: dict[str, Any] = dict(timings_ms)
+    if quality is not None:
+        record[QUALITY_KEY] = quality
+    return json.dumps(record) if record else None
+
+
+def read_timings_record(text: str | None) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """(stage timings, quality block) from a stored timings_json."""
+    record = json.loads(text) if text else {}
+    quality = record.pop(QUALITY_KEY, None)
+    return record, quality
 
 
 def lock_job(session: Session, job_id: str) -> Job | None:
@@ -80,7 +101,7 @@ def settle(session: Session, prices: PriceTable, job_id: str, outcome: Outcome) 
         job.charged_credits = charge
         job.output_key = outcome.output_key or None
         job.execution_time_ms = outcome.execution_time_ms
-        job.timings_json = json.dumps(outcome.timings_ms) if outcome.timings_ms else None
+        job.timings_json = timings_record(outcome.timings_ms, outcome.quality)
         job.output_duration_s = outcome.output_duration_s
     else:
         ledger.release(session, job.account_id, job.credit_kind, job.id, job.reserved_credits)

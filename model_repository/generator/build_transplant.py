@@ -3,8 +3,9 @@
 One graph composites one frame's changing window (see `1/transplant.py`, which computes its
 inputs and places the window back in the crop):
 (1) upsample the coarse sampling offsets and masks to the window (Resize, linear),
-(2) warp target and reference once each, bilinear at native scale (the reference's teeth
-are resampled exactly once; four Gathers instead of GridSample, which is 5x slower on CPU), (3) match the reference's colours to the
+(2) warp target and reference once each at native scale (the reference's teeth are resampled
+exactly once, bicubic; the target bilinear; GatherElements instead of GridSample, which is 5x
+slower on CPU), (3) match the reference's colours to the
 target's skin ring (mean/std in an opponent space, Reinhard et al. 2001), (4) blend with
 the feathered mask and emit the crop (uint8) and the paste mask.
 
@@ -91,6 +92,49 @@ def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, ou
     return g.op("Add", top, g.op("Mul", g.op("Sub", bottom, top), fy))
 
 
+def _cubic_weights(g: _Graph, t: str) -> list[str]:
+    """Keys' cubic convolution weights (a = -0.5, Catmull-Rom) of the taps at -1, 0, 1, 2 for
+    the fraction t: sharp (no low-pass at half-pixel offsets, unlike bilinear), sum 1."""
+    t2 = g.op("Mul", t, t)
+    t3 = g.op("Mul", t2, t)
+
+    def poly(c3: float, c2: float, c1: float, c0: float) -> str:
+        out = g.op("Add", g.op("Mul", t3, g.const(c3)), g.op("Mul", t2, g.const(c2)))
+        return g.op("Add", g.op("Add", out, g.op("Mul", t, g.const(c1))), g.const(c0))
+
+    return [poly(*row) for row in spec.CUBIC_COEFFICIENTS]
+
+
+def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, out_hw: str) -> str:
+    """Bicubic sample [3, H, W] (Keys, a = -0.5) of a planar S x S image flattened to [3*S*S]
+    at pixel-centre coordinates, edge clamped: the 4 x 4 taps of all three channels in one
+    GatherElements, then weighted along x and along y. Used for the reference: the
+    transplanted mouth is resampled once, and this keeps its teeth and lip edges."""
+    x = g.op("Clip", px, g.const(0.0), last)
+    y = g.op("Clip", py, g.const(0.0), last)
+    x0, y0 = g.op("Floor", x), g.op("Floor", y)
+    first = g.const([0], np.int64)
+
+    def stack(parts: list[str]) -> str:  # four [H, W] -> [4, H, W]
+        return g.op("Concat", *(g.op("Unsqueeze", p, first) for p in parts), axis=0)
+
+    wx = stack(_cubic_weights(g, g.op("Sub", x, x0)))
+    wy = stack(_cubic_weights(g, g.op("Sub", y, y0)))
+    side_f = g.op("Cast", side_i, to=FLOAT)
+    cols = stack([g.op("Clip", g.op("Add", x0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
+    rows = stack([g.op("Clip", g.op("Add", y0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
+    taps = g.op("Add", g.op("Unsqueeze", g.op("Mul", rows, side_f), g.const([1], np.int64)),
+                g.op("Unsqueeze", cols, first))  # [4 rows, 4 cols, H, W]
+    plane = g.op("Mul", side_f, side_f)
+    channel = g.op("Mul", g.const(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1, 1)), plane)
+    index = g.op("Add", g.op("Unsqueeze", taps, first), channel)  # [3, 4, 4, H, W]
+    flat_index = g.op("Reshape", g.op("Cast", index, to=TensorProto.INT64), g.const([-1], np.int64))
+    values = g.op("GatherElements", planes, flat_index, axis=0)
+    shape = g.op("Concat", g.const([3, 4, 4], np.int64), out_hw, axis=0)
+    along_x = g.op("ReduceSum", g.op("Mul", g.op("Reshape", values, shape), wx), g.const([2], np.int64), keepdims=0)
+    return g.op("ReduceSum", g.op("Mul", along_x, wy), g.const([1], np.int64), keepdims=0)
+
+
 def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]:
     """Weighted mean and std [3] of the opponent colours over the ring, on 8x8-pooled pixels."""
     step = spec.COARSE_STEP_PX
@@ -135,14 +179,16 @@ def build_graph() -> onnx.ModelProto:
     flat_t, flat_r = planar("target"), planar("reference")
 
     # 2. One bilinear sample of each image at base + upsampled offset.
-    def warp(flat: str, offset: str) -> str:
+    def warp(flat: str, offset: str, cubic: bool) -> str:
         up = _upsample(g, offset, 2, out_hw)
         px = g.op("Add", xs, g.op("Gather", up, g.const(0, np.int64), axis=0))
         py = g.op("Add", ys, g.op("Gather", up, g.const(1, np.int64), axis=0))
-        return _sample(g, flat, px, py, side_s, last, out_hw)
+        return (_sample_cubic if cubic else _sample)(g, flat, px, py, side_s, last, out_hw)
 
-    warped_t = warp(flat_t, "target_offset")
-    warped_r = warp(flat_r, "reference_offset")
+    # The target moves only around the jaw (whole-pixel offsets elsewhere): bilinear; the
+    # reference's mouth is resampled everywhere: bicubic, so teeth keep their edges.
+    warped_t = warp(flat_t, "target_offset", cubic=False)
+    warped_r = warp(flat_r, "reference_offset", cubic=True)
 
     # 3. Colour transfer on the skin rings (each measured on its own, unwarped crop), folded
     #    into one 3x3 matrix and a bias: inverse(OPP) diag(gain) OPP, inverse(OPP)(m_t - gain m_r).

@@ -56,6 +56,7 @@ def test_portrait_job_makes_an_h264_aac_video_as_long_as_the_audio(
         time.sleep(0.2)
     delivery = receiver.for_job(job_id)[0]
     assert delivery.json["status"] == "completed" and delivery.json["output"]
+    assert delivery.json["quality"] == job["quality"] and job["quality"]["frames"] == facts.frame_count
     assert webhook_signature_ok(secret, delivery.headers, delivery.body)
 
 
@@ -69,6 +70,10 @@ def test_dubbed_video_at_720p_keeps_the_source_frame_rate(mesh: Mesh, media: Med
     assert min(facts.width, facts.height) == 720
     assert abs(facts.fps - 25.0) < 0.01
     assert abs(facts.video_duration_s - 5.0) < 0.15
+    # the job measured its own output: every output frame shows the tracked face
+    quality = job["quality"]
+    assert quality["frames"] == facts.frame_count and quality["faces_found"] == quality["frames"]
+    assert abs(quality["sync_offset_frames"]) <= 5 and 0.0 <= quality["sync_confidence"] <= 2.0
 
 
 def test_conversation_is_as_long_as_both_voices_in_turn(mesh: Mesh, media: MediaServer) -> None:

@@ -26,6 +26,7 @@ class Case:
     image: str | None = None  # portrait (identity reference, or the still baseline)
     expect_sync: bool = True  # calibration rows that must score out of sync say False
     faces: int = 1
+    real_mouth: str | None = None  # a real video whose own speech drives the case: its mouth is the reference
 
     @property
     def needs_mesh(self) -> bool:
@@ -47,10 +48,15 @@ def _image_cases() -> list[Case]:
     matrix = (("portrait_photo_a", "speech_en_1"), ("portrait_photo_b", "speech_en_2"),
               ("portrait_painting", "speech_en_3"), ("portrait_art", "speech_en_1"),
               ("portrait_anime", "speech_en_2"), ("portrait_photo_a", "speech_zh_1"))
-    return [Case(f"img_{p.removeprefix('portrait_')}_{s.removeprefix('speech_')}", "image", (Voice(f"{s}.wav"),),
-                 endpoint="lipsync-image", form={"image": f"{p}.png", "audio": f"{s}.wav", "seed": 1},
-                 image=f"{p}.png")
-            for p, s in matrix]
+    cases = [Case(f"img_{p.removeprefix('portrait_')}_{s.removeprefix('speech_')}", "image", (Voice(f"{s}.wav"),),
+                  endpoint="lipsync-image", form={"image": f"{p}.png", "audio": f"{s}.wav", "seed": 1},
+                  image=f"{p}.png")
+             for p, s in matrix]
+    # Driven by a real video's own speech: the output's mouth is compared with that speaker's real mouth.
+    return cases + [Case(f"img_{p.removeprefix('portrait_')}_{v}_speech", "image", (Voice(f"{v}.mp4"),),
+                         endpoint="lipsync-image", form={"image": f"{p}.png", "audio": f"{v}.mp4", "seed": 1},
+                         image=f"{p}.png", real_mouth=f"{v}.mp4")
+                    for p, v in (("portrait_photo_a", "talk_a"), ("portrait_photo_b", "talk_b"))]
 
 
 def _video_cases() -> list[Case]:
@@ -58,7 +64,12 @@ def _video_cases() -> list[Case]:
     return [Case(f"dub_{v}_{s.removeprefix('speech_')}", "video", (Voice(f"{s}.wav"),), endpoint="lipsync-video",
                  form={"video": f"{v}.mp4", "audio": f"{s}.wav", "seed": 1, "sync_mode": "cut_off"},
                  video=f"{v}.mp4")
-            for v, s in (("talk_a", "speech_en_3"), ("talk_b", "speech_en_1"))]
+            for v, s in (("talk_a", "speech_en_3"), ("talk_b", "speech_en_1"))] + [
+        # Each video dubbed with its own speech: the output's mouth against the video's real mouth.
+        Case(f"dub_{v}_own_speech", "video", (Voice(f"{v}.mp4"),), endpoint="lipsync-video",
+             form={"video": f"{v}.mp4", "audio": f"{v}.mp4", "seed": 1, "sync_mode": "cut_off"},
+             video=f"{v}.mp4", real_mouth=f"{v}.mp4")
+        for v in ("talk_a", "talk_b")]
 
 
 def _multi_cases() -> list[Case]:

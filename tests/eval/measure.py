@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.eval import identity, media, stability, sync
+from tests.eval import identity, media, realmouth, stability, sync
 from tests.eval.cases import STILL_FPS, Case, Voice
 from tests.eval.contact import draw_sheet
 from tests.eval.phones import PhoneRecognizer, Transcript
@@ -44,6 +44,11 @@ class Measurement:
     id_distance: float = NAN
     geometry: float = NAN
     jitter: float = NAN
+    real_corr_lag0: float = NAN  # output mouth opening vs the driving video's real mouth
+    real_best_lag: int = 0
+    real_corr_best: float = NAN
+    sharpness_ratio: float = NAN  # output mouth sharpness / source video's own mouth
+    quality: str = ""  # the job's own quality block: "offset / confidence / faces found of frames"
     rtf: float = NAN
     duration_s: float = NAN
     rss_mib: dict[str, float] = field(default_factory=dict)
@@ -88,10 +93,16 @@ class Evaluator:
                    else track_faces(self.face_mesh, frames(), fps, frame_count, case.faces))
         rows = self._sync_rows(case, tracked)
         extra: dict[str, Any] = {"sheet": f"{case.name}.png", "duration_s": frame_count / fps, "rss_mib": rss_mib or {}}
+        if job is not None and job.get("quality"):
+            q = job["quality"]
+            extra["quality"] = (f"{q['sync_offset_frames']:+d} / {q['sync_confidence']:.2f} / "
+                                f"{q['faces_found']} of {q['frames']}")
         if job is not None and job.get("executionTime"):
             extra["rtf"] = float(job["executionTime"]) / 1000 / (frame_count / fps)
         if case.group == "video" and case.video:
             extra.update(self._dubbing_checks(case, tracked, frames))
+        if case.real_mouth:
+            extra.update(self._real_mouth(case, tracked))
         rows = [replace(r, **extra, **self._identity(case, tracked, r.face)) for r in rows]
         energy = sync.frame_energy_db(self._timeline_audio(case, frame_count / fps), RATE_HZ, fps, frame_count)
         phones = [p for voice, offset in self._voice_offsets(case) for p in _shift(self.transcript(voice.audio), offset)]
@@ -200,6 +211,16 @@ class Evaluator:
             ssims.append(identity.masked_ssim(frame, source, ~masked))
         return {"psnr_outside_db": identity.psnr_from_mse(float(np.mean(mses))), "ssim_outside": float(np.mean(ssims))}
 
+    def _real_mouth(self, case: Case, tracked: TrackedVideo) -> dict[str, float]:
+        """The output's mouth opening against the real mouth of the video whose speech drives it."""
+        assert case.real_mouth is not None
+        _, real = self.source_video(case.real_mouth)
+        output = sync.mouth_opening(tracked.tracks[0].landmarks)
+        reference = realmouth.resample_track(sync.mouth_opening(real.tracks[0].landmarks), real.fps,
+                                             tracked.fps, output.size)
+        score = realmouth.real_mouth_score(output, reference)
+        return {"real_corr_lag0": score.corr_lag0, "real_best_lag": score.best_lag, "real_corr_best": score.corr_best}
+
     def _dubbing_checks(self, case: Case, tracked: TrackedVideo,
                         frames: Callable[[], Iterator[np.ndarray]]) -> dict[str, float]:
         """Correlation with the video's original speech, and PSNR outside the face per frame."""
@@ -209,7 +230,12 @@ class Evaluator:
         original = sync.frame_energy_db(self.audio(case.video), RATE_HZ, tracked.fps, opening.size)
         mses, ssims = [], []
         landmarks = tracked.tracks[0].landmarks
+        source_landmarks = self.source_video(case.video)[1].tracks[0].landmarks
+        out_sharp, src_sharp = [], []
         for index, (out, src) in enumerate(zip(frames(), media.read_frames(path), strict=False)):
+            if index < len(source_landmarks):  # both at their own full resolution, compared scale-free
+                out_sharp.append(realmouth.sharpness(out, landmarks[index]))
+                src_sharp.append(realmouth.sharpness(src, source_landmarks[index]))
             src = media.resize_to(src, out.shape[1], out.shape[0])
             keep = (~identity.face_mask(landmarks[index], *out.shape[:2]) if np.isfinite(landmarks[index, 0, 0])
                     else np.ones(out.shape[:2], bool))
@@ -217,6 +243,7 @@ class Evaluator:
             if index in tracked.samples:
                 ssims.append(identity.masked_ssim(out, src, keep))
         return {"original_corr": sync.pearson(opening, original),
+                "sharpness_ratio": realmouth.sharpness_ratio(out_sharp, src_sharp),
                 "psnr_outside_db": identity.psnr_from_mse(float(np.mean(mses))),
                 "ssim_outside": float(np.mean(ssims)) if ssims else NAN}
 

@@ -181,7 +181,7 @@ def test_chosen_mouths_follow_the_new_speech(tracked_video: SourceVideo) -> None
 
 
 def test_pasting_only_the_changed_square_matches_pasting_the_whole_crop() -> None:
-    from orchestrator.dubbing import _paste_changed
+    from orchestrator.dubbing.render import _paste_changed
     from postprocess.blend import paste_crop
     from preprocess.align import CropBox
 
@@ -198,3 +198,42 @@ def test_pasting_only_the_changed_square_matches_pasting_the_whole_crop() -> Non
     assert not np.array_equal(whole, frame)
     assert np.abs(whole.astype(int) - part).max() <= 1
     assert (np.abs(whole.astype(int) - part) > 0).mean() < 0.01
+
+
+def test_only_the_frames_the_output_shows_are_tracked_but_at_least_a_library() -> None:
+    from orchestrator.dubbing import LIBRARY_MIN_FRAMES, frames_to_track  # noqa: PLC0415
+
+    assert frames_to_track(1500, 100, "cut_off") == LIBRARY_MIN_FRAMES  # a short voice on a long video
+    assert frames_to_track(1500, 400, "bounce") == 400
+    assert frames_to_track(1500, 400, "silence") == 1500  # the whole video is shown
+    assert frames_to_track(1500, 4000, "bounce") == 1500
+    assert frames_to_track(80, 40, "cut_off") == 80  # a short video: all of it
+
+
+def test_the_library_of_a_long_video_is_a_bounded_sample_of_runs() -> None:
+    from orchestrator.dubbing import library_sample  # noqa: PLC0415
+
+    assert library_sample(300, max_frames=750).all()
+    keep = library_sample(3000, max_frames=750, run=25)
+    assert keep.sum() <= 750 and keep[0] and keep[-1]
+    starts = np.flatnonzero(np.diff(keep.astype(int)) == 1) + 1
+    assert len(starts) + 1 == 30  # 30 runs, the first at frame 0
+    assert np.all(np.diff(np.flatnonzero(keep)[:25]) == 1)  # consecutive inside a run
+
+
+def test_the_opening_shown_is_the_transplanted_mouths_or_the_parametric_one(tmp_path: Path) -> None:
+    from orchestrator.dubbing import shown_opening  # noqa: PLC0415
+    from orchestrator.mouth_library import Calibration, MouthLibrary  # noqa: PLC0415
+
+    source = synthetic_source(tmp_path, 6, faceless=(4,))
+    lib_params = np.zeros((6, N_PARAMS), np.float32)
+    lib_params[:, LIP_OPEN] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    library = MouthLibrary(params=lib_params, raw=lib_params, pose=np.zeros((6, 3), np.float32),
+                           usable=np.ones(6, bool), calibration=Calibration(np.zeros(N_PARAMS), np.ones(N_PARAMS)))
+    order = np.array([0, 1, 2, 3, 4])
+    refs = np.array([5, PARAMETRIC, 2, 1, 3])
+    params = np.zeros((5, N_PARAMS), np.float32)
+    params[:, LIP_OPEN] = 0.9
+    opening = shown_opening(source, library, order, refs, params)
+    np.testing.assert_allclose(opening[:4], [0.5, 0.9, 0.2, 0.1], atol=1e-6)
+    assert np.isnan(opening[4])  # source frame 4 has no face: nothing is shown there

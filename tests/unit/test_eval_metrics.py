@@ -110,10 +110,54 @@ def test_psnr_outside_a_mask_ignores_what_is_inside() -> None:
 def test_case_filter_keeps_calibration_only_when_the_mesh_is_skipped() -> None:
     picked = select(all_cases(), [], skip_mesh=True)
     assert picked and all(c.group == "calibration" for c in picked)
-    assert [c.name for c in select(all_cases(), ["dub_talk_a"], skip_mesh=False)] == ["dub_talk_a_en_3"]
+    assert [c.name for c in select(all_cases(), ["dub_talk_a"], skip_mesh=False)] == ["dub_talk_a_en_3", "dub_talk_a_own_speech"]
 
 
 def test_memory_of_this_process_tree_is_counted() -> None:
     import os  # noqa: PLC0415
 
     assert tree_rss_kib(os.getpid(), {}) > 1000
+
+
+def test_real_mouth_score_finds_a_shifted_copy_and_its_lag() -> None:
+    from tests.eval import realmouth  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    real = np.convolve(rng.normal(size=120), np.ones(4) / 4, mode="same")
+    late = np.concatenate([[real[0]], real[:-1]])  # the output follows one frame late
+    score = realmouth.real_mouth_score(late, real)
+    assert score.best_lag == -1 and score.corr_best == pytest.approx(1.0, abs=1e-6)
+    assert score.corr_lag0 < 0.9
+    unrelated = realmouth.real_mouth_score(rng.normal(size=120), real)
+    assert abs(unrelated.corr_lag0) < 0.35
+
+
+def test_resampled_track_keeps_values_at_the_other_frame_rate() -> None:
+    from tests.eval import realmouth  # noqa: PLC0415
+
+    ramp = np.arange(50, dtype=np.float64)  # value = frame index at 20 fps
+    out = realmouth.resample_track(ramp, 20.0, 25.0, 70)
+    assert out[5] == pytest.approx(4.0)  # 0.2 s
+    assert np.isnan(out[-1])  # past the end of the real track
+
+
+def test_mouth_sharpness_drops_when_the_mouth_is_blurred() -> None:
+    import cv2  # noqa: PLC0415
+
+    from tests.eval import realmouth  # noqa: PLC0415
+
+    rng = np.random.default_rng(4)
+    frame = (rng.uniform(0, 255, size=(400, 400, 3))).astype(np.uint8)
+    landmarks = np.full((468, 3), np.nan, np.float32)
+    angles = np.linspace(0, 2 * np.pi, len(realmouth.OUTER_LIPS), endpoint=False)
+    landmarks[list(realmouth.OUTER_LIPS), 0] = 200 + 60 * np.cos(angles)
+    landmarks[list(realmouth.OUTER_LIPS), 1] = 250 + 25 * np.sin(angles)
+    sharp = realmouth.sharpness(frame, landmarks)
+    blurred = realmouth.sharpness(cv2.GaussianBlur(frame, (0, 0), 3.0), landmarks)
+    assert sharp > 0 and blurred < 0.2 * sharp
+    assert realmouth.sharpness_ratio([blurred], [sharp]) == pytest.approx(blurred / sharp)
+    # the same mouth at twice the size scores about the same: the crop is scale-free
+    big = cv2.resize(frame, (800, 800), interpolation=cv2.INTER_NEAREST)
+    scaled = landmarks.copy()
+    scaled[:, :2] = landmarks[:, :2] * 2 + 0.5
+    assert realmouth.sharpness(big, scaled) == pytest.approx(sharp, rel=0.35)

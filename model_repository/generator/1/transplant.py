@@ -6,7 +6,8 @@ is blended with a feathered lower-face mask.
 
 Numpy computes the geometry on a coarse grid (`plan_transplant`: similarity on the upper
 face, thin-plate splines (Bookstein 1989) for both sampling fields, masks); the pixel work
-(upsampling, one bilinear sample per image, colour transfer, seam correction, blending)
+(upsampling, one sample per image: bicubic for the reference, bilinear for the target,
+colour transfer, seam correction, blending)
 runs either in numpy (`render_numpy`) or in the ONNX graph built by `../build_transplant.py`.
 """
 from __future__ import annotations
@@ -25,6 +26,9 @@ COARSE_STEP_PX = 8  # geometry and masks live on a grid of side/8 cells (crops a
 # per-channel mean/std transfer (Reinhard et al. 2001) stays a 3x3 matrix in the graph.
 OPPONENT = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]], np.float32)
 GAIN_LIMITS = (0.75, 1.33)
+# Keys' cubic convolution (a = -0.5): the weights of the taps at -1, 0, 1, 2 as polynomials
+# (t^3, t^2, t, 1) in the fraction t; the reference is sampled with it (sharp, one resampling).
+CUBIC_COEFFICIENTS = ((-0.5, 1.0, -0.5, 0.0), (1.5, -2.5, 0.0, 1.0), (-1.5, 2.0, 0.5, 0.0), (0.5, -0.5, 0.0, 0.0))
 
 # MediaPipe Face Mesh indices (Kartynnik et al. 2019).
 UPPER_FACE = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 10, 151, 9, 8, 98, 327, 234, 454, 116, 345)
@@ -375,6 +379,28 @@ def sample_bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarr
     return top * (1 - fy) + bottom * fy
 
 
+def sample_bicubic(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bicubic (Keys, a = -0.5) sample of [S, S, 3] at pixel-centre coordinates, edge clamped -> float32."""
+    h, w = image.shape[:2]
+    x = np.clip(x, 0, w - 1).astype(np.float32)
+    y = np.clip(y, 0, h - 1).astype(np.float32)
+    x0, y0 = np.floor(x), np.floor(y)
+
+    def weights(t: np.ndarray) -> list[np.ndarray]:
+        return [((c3 * t + c2) * t + c1) * t + c0 for c3, c2, c1, c0 in
+                (np.asarray(row, np.float32) for row in CUBIC_COEFFICIENTS)]
+
+    wx, wy = weights(x - x0), weights(y - y0)
+    img = image.astype(np.float32)
+    out = np.zeros(x.shape + (3,), np.float32)
+    for j, dy in enumerate((-1, 0, 1, 2)):
+        rows = np.clip(y0 + dy, 0, h - 1).astype(int)
+        for i, dx in enumerate((-1, 0, 1, 2)):
+            cols = np.clip(x0 + dx, 0, w - 1).astype(int)
+            out += (wy[j] * wx[i])[..., None] * img[rows, cols]
+    return out
+
+
 def colour_transfer(target: np.ndarray, reference: np.ndarray, target_ring: np.ndarray,
                     reference_ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(3x3 matrix, bias) mapping reference RGB onto the target's skin statistics (Reinhard
@@ -412,7 +438,7 @@ def render_window_numpy(plan: TransplantPlan, target: np.ndarray, reference: np.
     paste = np.maximum(blend, upsample(plan.warp_mask[0], h, w)[0])
     blend = blend[..., None]
     warped_t = sample_bilinear(target, bx[None, :] + t_off[0], by[:, None] + t_off[1])
-    warped_r = sample_bilinear(reference, bx[None, :] + r_off[0], by[:, None] + r_off[1])
+    warped_r = sample_bicubic(reference, bx[None, :] + r_off[0], by[:, None] + r_off[1])
     matrix, bias = colour_transfer(target, reference, plan.target_ring[0, 0], plan.reference_ring[0, 0])
     matched = warped_r @ matrix.T + bias
     # Membrane-like seam correction (a cheap stand-in for Poisson blending, Perez et al. 2003):

@@ -1,0 +1,68 @@
+"""Reference choice for a dub: the person's own mouth library (a bounded sample of the
+tracked source) and, for every output frame, the source frame whose mouth it shows
+(Video Rewrite re-synthesis, `mouth_library`/`mouth_select`), or PARAMETRIC where the
+library has no such shape."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from orchestrator.dubbing.tracking import SourceVideo
+from orchestrator.mouth_library import LIP_OPEN, MouthLibrary, build_library
+from orchestrator.mouth_select import match_speaking_style, select_mouths
+
+log = logging.getLogger(__name__)
+
+PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
+LIBRARY_MAX_FRAMES = 750  # the library is an even sample of runs from at most this many frames (~30 s)
+LIBRARY_RUN_FRAMES = 25  # sampled in runs of this many consecutive frames (mouth motion stays measurable)
+
+
+def library_sample(count: int, max_frames: int = LIBRARY_MAX_FRAMES, run: int = LIBRARY_RUN_FRAMES) -> np.ndarray:
+    """Source frames the mouth library measures (bool [count]): all of a short video; of a
+    long one, runs of `run` consecutive frames spread evenly, max_frames in all."""
+    keep = np.zeros(count, bool)
+    if count <= max_frames:
+        keep[:] = True
+        return keep
+    runs = max(1, max_frames // run)
+    for start in np.linspace(0, count - run, runs).astype(int):
+        keep[start:start + run] = True
+    return keep
+
+
+def source_library(source: SourceVideo) -> MouthLibrary:
+    """The person's own mouths: a bounded sample of the tracked source frames, measured and
+    calibrated (frames outside the sample are not usable as references)."""
+    landmarks = [face.landmarks if face is not None else None for face in source.faces]
+    scores = np.array([face.score if face is not None else 0.0 for face in source.faces], np.float32)
+    return build_library(source.frames, landmarks, scores, sample=library_sample(source.count))
+
+
+def choose_references(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray,
+                      library: MouthLibrary | None = None) -> np.ndarray:
+    """Source frame whose mouth each output frame shows (int64 [T]; PARAMETRIC where none fits)."""
+    library = library if library is not None else source_library(source)
+    if not library.usable.any():
+        return np.full(len(order), PARAMETRIC, np.int64)
+    target = match_speaking_style(mouth_params, library)
+    selection = select_mouths(library, target, order)
+    references = np.where(selection.fallback, PARAMETRIC, selection.frames).astype(np.int64)
+    log.info("dub: %d of %d output frames transplanted from %d distinct source frames, %d parametric",
+             int((references >= 0).sum()), len(references), len(np.unique(references[references >= 0])),
+             int((references < 0).sum()))
+    return references
+
+
+def shown_opening(source: SourceVideo, library: MouthLibrary, order: np.ndarray, references: np.ndarray,
+                  mouth_params: np.ndarray) -> np.ndarray:
+    """The lip opening each output frame shows (float [T], NaN where the frame has no face):
+    the measured opening of the transplanted source mouth, or the parametric one asked for."""
+    has_face = np.array([source.faces[int(i)] is not None for i in order], bool)
+    refs = np.asarray(references, np.int64)
+    out = np.asarray(mouth_params[: len(order), LIP_OPEN], np.float64).copy()
+    transplanted = refs >= 0
+    out[transplanted] = library.params[refs[transplanted], LIP_OPEN]
+    out[~has_face] = np.nan
+    return out
