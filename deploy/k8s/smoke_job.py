@@ -102,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             if job["status"] != "completed":
                 raise SystemExit(f"smoke: job did not complete: {job}")
             # Fetched through the gateway Service: the public host may not resolve in the cluster.
+            # With S3 storage the gateway answers 302 to a presigned GET of the bucket (httpx
+            # drops the API key on that cross-origin hop).
             output = httpx.URL(str(job["output"]))
-            video = client.get(output.raw_path.decode(), timeout=120)
+            video = client.get(output.raw_path.decode(), timeout=120, follow_redirects=True)
             if video.status_code != 200 or video.content[4:8] != b"ftyp":
                 raise SystemExit(f"smoke: output {job['output']} is not an MP4 ({video.status_code})")
-            print(f"smoke: output {len(video.content)} bytes of MP4", flush=True)
+            via = f" via {video.history[0].status_code} to {video.url.host}" if video.history else ""
+            print(f"smoke: output {len(video.content)} bytes of MP4{via}", flush=True)
         elif job["status"] != "failed" or job.get("error_code") != "face_not_found":
             raise SystemExit(f"smoke: expected failed/face_not_found for the faceless picture: {job}")
     return 0

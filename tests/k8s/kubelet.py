@@ -11,7 +11,10 @@ What stands in for what (the only changes made to the rendered pod spec):
   env and args under a mountPath are moved to that directory.
 - Services: Service DNS names (`<svc>`, `<svc>.<ns>.svc`) in env values and args are
   127.0.0.1, and every Service/container port is a free loopback port (same port name,
-  same process), so `PORT`, `--http-port=` etc. and the probes agree.
+  same process), so `PORT`, `--http-port=` etc. and the probes agree. A StatefulSet pod's
+  name under its headless Service (`<svc>-0.<svc>...`) is its one stand-in process too;
+  only ordinal 0 runs (one pod per workload), so a higher ordinal is an error.
+- ConfigMap volumes: the rendered ConfigMap's keys written as files.
 - The public URL (config.publicUrl, what the Ingress serves) is the gateway's loopback URL.
 - Secrets: secretKeyRef values come from the rendered Secret's data (an unknown key fails,
   as it does on a cluster). `$(VAR)` references are expanded as the kubelet does.
@@ -77,6 +80,12 @@ class Cluster:
             self.ports[(component, port)] = free_port()
         return self.ports[(component, port)]
 
+    def config_map(self, name: str) -> dict[str, str]:
+        for doc in self.docs:
+            if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == name:
+                return dict(doc["data"])
+        raise KeyError(f"no ConfigMap {name} rendered")
+
     def secret(self, name: str, key: str) -> str:
         for doc in self.docs:
             if doc["kind"] == "Secret" and doc["metadata"]["name"] == name:
@@ -89,6 +98,11 @@ class Cluster:
         """Service names and their ports -> 127.0.0.1:<loopback>; mount paths -> directories."""
         for service in sorted(self.services, key=len, reverse=True):  # longest first
             component, targets = self.services[service]
+            ordinal = re.compile(re.escape(service) + r"-(\d+)\." + re.escape(service) + r"(?![\w-])")
+            for match in ordinal.finditer(text):
+                if match[1] != "0":
+                    raise AssertionError(f"{match[0]}: only pod 0 of each StatefulSet runs here")
+            text = ordinal.sub(service, text)
             pattern = re.escape(service) + rf"(?:\.{re.escape(self.namespace)}\.svc(?:\.cluster\.local)?)?(?::(\d+))?(?![\w-])"
 
             def local(match: re.Match[str], component: str = component, targets: dict[int, int] = targets) -> str:
@@ -208,6 +222,9 @@ def container_from(cluster: Cluster, doc: dict[str, Any], index: int = 0) -> Con
         if mount["mountPath"] == "/dev/shm":
             continue  # the host's /dev/shm
         directory.mkdir(parents=True, exist_ok=True)
+        if "configMap" in volume:
+            for key, text in cluster.config_map(volume["configMap"]["name"]).items():
+                (directory / key).write_text(text)
         mounts[mount["mountPath"]] = directory
     component = component_of(doc)
     env: dict[str, str] = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}

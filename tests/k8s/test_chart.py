@@ -87,7 +87,8 @@ def test_image_tags_default_to_the_app_version() -> None:
 def test_secret_is_created_with_the_documented_keys_or_taken_from_existing_secret() -> None:
     docs = render(profile_values("default"))
     secret = find(docs, "Secret", "-secrets")
-    assert set(secret["data"]) == {"secret-key", "database-url", "nats-user", "nats-password"}
+    assert set(secret["data"]) == {"secret-key", "database-url", "nats-gateway-user", "nats-gateway-password",
+                                   "nats-orchestrator-user", "nats-orchestrator-password"}
     referenced = {(ref["name"], ref["key"]) for d in workloads(docs) for c in pod_spec(d)["containers"]
                   for e in c.get("env", []) if (ref := e.get("valueFrom", {}).get("secretKeyRef"))}
     assert referenced == {(secret["metadata"]["name"], key) for key in secret["data"]}
@@ -109,15 +110,19 @@ def test_the_app_points_at_the_nats_service_whatever_the_release_is_called(relea
     service = find(docs, "Service", "-nats")["metadata"]["name"]
     gateway = pod_spec(find(docs, "Deployment", "-gateway"))["containers"][0]
     url = next(e["value"] for e in gateway["env"] if e["name"] == "LIPSYNCD_NATS_URL")
-    assert re.fullmatch(rf"nats://\$\(LIPSYNCD_NATS_USER\):\$\(LIPSYNCD_NATS_PASSWORD\)@{service}\.lipsyncd\.svc:4222", url)
+    assert url == f"nats://{service}.lipsyncd.svc:4222"
 
 
 def test_external_nats_gets_the_credentials_and_no_in_chart_server() -> None:
     docs = render(profile_values("default", {"nats": {"enabled": False, "url": "nats://nats.infra:4222",
                                                         "streamReplicas": 3}}))
-    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-nats")]
     env = {e["name"]: e.get("value") for e in pod_spec(find(docs, "Deployment", "-orchestrator"))["containers"][0]["env"]}
-    assert env["LIPSYNCD_NATS_URL"] == "nats://$(LIPSYNCD_NATS_USER):$(LIPSYNCD_NATS_PASSWORD)@nats.infra:4222"
+    assert env["LIPSYNCD_NATS_URL"] == "nats://nats.infra:4222"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+            for e in pod_spec(find(docs, "Deployment", "-orchestrator"))["containers"][0]["env"] if "valueFrom" in e}
+    assert refs["LIPSYNCD_NATS_USER"] == "nats-orchestrator-user"
+    assert refs["LIPSYNCD_NATS_PASSWORD"] == "nats-orchestrator-password"
     assert env["LIPSYNCD_STREAM_REPLICAS"] == "3"
     with pytest.raises(helm.HelmError, match="nats.url is required"):
         render(profile_values("default", {"nats": {"enabled": False}}))
@@ -126,7 +131,7 @@ def test_external_nats_gets_the_credentials_and_no_in_chart_server() -> None:
 def test_triton_gets_shm_probes_a_headless_service_and_the_profile_kind() -> None:
     for profile, kind, gpu in (("default", "KIND_CPU", False), ("cpu", "KIND_CPU", False), ("gpu", "KIND_GPU", True)):
         docs = render(profile_values(profile))
-        triton = find(docs, "Deployment", "-triton")
+        triton = find(docs, "StatefulSet", "-triton")
         spec = pod_spec(triton)
         container = spec["containers"][0]
         assert container["command"][container["command"].index("--kind") + 1] == kind
@@ -171,7 +176,10 @@ def test_network_policies_leave_only_the_gateway_reachable() -> None:
 def test_ingress_carries_the_upload_size() -> None:
     docs = render(profile_values("default", EVERYTHING_ON))
     ingress = find(docs, "Ingress", "-gateway")
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "210m"
+    # Two files of the default 200 MiB (the dashboard's playground) and 1 MiB of framing.
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "401m"
+    gateway = pod_spec(find(docs, "Deployment", "-gateway"))["containers"][0]
+    assert {"name": "LIPSYNCD_MAX_UPLOAD_BYTES", "value": str(200 * 1024 * 1024)} in gateway["env"]
     assert {d["kind"] for d in docs} >= {"ServiceMonitor", "ScaledObject", "Ingress"}
 
 
@@ -220,7 +228,7 @@ def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: 
 
     from deploy.docker.triton_entry import main as triton_entry
 
-    command = pod_spec(find(render(profile_values(profile)), "Deployment", "-triton"))["containers"][0]["command"]
+    command = pod_spec(find(render(profile_values(profile)), "StatefulSet", "-triton"))["containers"][0]["command"]
     own = command[2:command.index("--")]  # after python3 and the script path
     kind = own[own.index("--kind") + 1]
     source = CHART.parents[2] / "model_repository"
@@ -234,3 +242,73 @@ def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: 
         kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(group.kind) for group in config.instance_group}
         assert kinds == {kind}
         assert (target / model / "1" / "model.py").is_file()
+
+
+def test_the_in_chart_nats_has_one_user_per_component_with_the_topology_permissions() -> None:
+    import json
+
+    from proto.topology import NATS_PERMISSIONS
+
+    assert json.loads((CHART / "files" / "nats-permissions.json").read_text()) == NATS_PERMISSIONS, (
+        "deploy/k8s/lipsyncd/files/nats-permissions.json differs from proto/topology.py NATS_PERMISSIONS")
+    docs = render(profile_values("default"))
+    config = find(docs, "ConfigMap", "-nats")["data"]["auth.conf"]
+    for user, permissions in NATS_PERMISSIONS.items():
+        line = next(line for line in config.splitlines() if f"$NATS_{user.upper()}_USER" in line)
+        assert json.loads(line.split("permissions: ", 1)[1][:-1]) == permissions
+    nats = pod_spec(find(docs, "StatefulSet", "-nats"))
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in nats["containers"][0]["env"]}
+    assert env == {f"NATS_{u.upper()}_{f.upper()}": f"nats-{u}-{f}" for u in NATS_PERMISSIONS for f in ("user", "password")}
+    for component in ("gateway", "orchestrator"):
+        client = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
+                  for e in pod_spec(find(docs, "Deployment", f"-{component}"))["containers"][0]["env"]}
+        assert client["LIPSYNCD_NATS_USER"] == f"nats-{component}-user"
+        assert client["LIPSYNCD_NATS_PASSWORD"] == f"nats-{component}-password"
+    off = render(profile_values("default", {"nats": {"auth": {"enabled": False}}}))
+    assert not [d for d in off if d["kind"] == "ConfigMap"]
+    assert not [k for k in find(off, "Secret", "-secrets")["data"] if k.startswith("nats-")]
+
+
+def test_s3_storage_is_wired_from_values_and_the_secret() -> None:
+    s3 = {"storage": {"url": "s3://media-bucket/lipsyncd", "s3": {"endpointUrl": "https://minio.infra:9000",
+                                                                 "region": "eu-west-1"}},
+          "secrets": {"s3": {"accessKeyId": "AKIA1", "secretAccessKey": "s3cr3t"}}}
+    docs = render(profile_values("default", s3))
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    secret = find(docs, "Secret", "-secrets")
+    assert {"s3-access-key-id", "s3-secret-access-key"} <= set(secret["data"])
+    for component in ("gateway", "orchestrator"):
+        spec = pod_spec(find(docs, "Deployment", f"-{component}"))
+        env = {e["name"]: e.get("value") or e["valueFrom"]["secretKeyRef"]["key"] for e in spec["containers"][0]["env"]}
+        assert env["LIPSYNCD_STORAGE_URL"] == "s3://media-bucket/lipsyncd"
+        assert env["AWS_ENDPOINT_URL"] == "https://minio.infra:9000" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
+        assert env["AWS_ACCESS_KEY_ID"] == "s3-access-key-id" and env["AWS_SECRET_ACCESS_KEY"] == "s3-secret-access-key"
+        assert env["LIPSYNCD_SCALE_OUT"] == "1" and env["LIPSYNCD_SECRET_KEY"] == "secret-key"
+        assert "LIPSYNCD_STORAGE_DIR" not in env and "storage" not in {v["name"] for v in spec["volumes"]}
+    with pytest.raises(helm.HelmError, match="secrets.s3.accessKeyId is required"):
+        render(profile_values("default", {"storage": s3["storage"]}))
+    own_identity = render(profile_values("default", {"storage": {**s3["storage"], "s3": {"credentialsFromSecret": False}}}))
+    gateway = pod_spec(find(own_identity, "Deployment", "-gateway"))["containers"][0]
+    assert not [e for e in gateway["env"] if e["name"].startswith("AWS_ACCESS")]
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(chart.merge_values({**REQUIRED, "storage": {"url": "gs://bucket"}}))
+
+
+def test_every_orchestrator_gets_each_triton_pod_by_its_stable_name() -> None:
+    docs = render(profile_values("gpu", {"triton": {"replicas": 3}}))
+    triton = find(docs, "StatefulSet", "-triton")
+    assert triton["spec"]["serviceName"] == find(docs, "Service", "-triton")["metadata"]["name"] == "lipsyncd-triton"
+    assert triton["spec"]["podManagementPolicy"] == "Parallel"
+    env = {e["name"]: e.get("value") for e in pod_spec(find(docs, "Deployment", "-orchestrator"))["containers"][0]["env"]}
+    assert env["LIPSYNCD_TRITON_URLS"].split(",") == [
+        f"lipsyncd-triton-{i}.lipsyncd-triton.lipsyncd.svc:8001" for i in range(3)]
+
+
+def test_trusted_proxies_reach_the_gateway_only() -> None:
+    docs = render(profile_values("default", {"config": {"trustedProxies": ["10.42.0.0/16", "fd00::/8"]}}))
+    gateway = {e["name"]: e.get("value") for e in pod_spec(find(docs, "Deployment", "-gateway"))["containers"][0]["env"]}
+    assert gateway["LIPSYNCD_TRUSTED_PROXIES"] == "10.42.0.0/16,fd00::/8"
+    orchestrator = pod_spec(find(docs, "Deployment", "-orchestrator"))["containers"][0]["env"]
+    assert not [e for e in orchestrator if e["name"] == "LIPSYNCD_TRUSTED_PROXIES"]
+    plain = pod_spec(find(render(profile_values("default")), "Deployment", "-gateway"))["containers"][0]["env"]
+    assert not [e for e in plain if e["name"] == "LIPSYNCD_TRUSTED_PROXIES"]

@@ -85,7 +85,7 @@ def test_every_path_a_rendered_pod_runs_is_in_its_image() -> None:
     docs = render(profile_values("gpu"))
     service = image_paths(final_stage(parse(DOCKERFILES["service"])))
     triton = image_paths(final_stage(parse(DOCKERFILES["triton"])))
-    for doc, paths in ((find(docs, "Deployment", "-triton"), triton), (find(docs, "Pod", "-test-job"), service)):
+    for doc, paths in ((find(docs, "StatefulSet", "-triton"), triton), (find(docs, "Pod", "-test-job"), service)):
         for arg in pod_spec(doc)["containers"][0]["command"]:
             if arg.startswith("/opt/lipsyncd/"):
                 assert any(arg == p or arg.startswith(p + "/") for p in paths), f"{arg} not in the image ({paths})"

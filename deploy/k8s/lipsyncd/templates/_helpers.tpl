@@ -62,43 +62,83 @@ app.kubernetes.io/part-of: lipsyncd
 {{- end -}}
 {{- end -}}
 
+{{/* The Triton pods' stable gRPC addresses (the StatefulSet's pod names under its headless Service). */}}
+{{- define "lipsyncd.tritonUrls" -}}
+{{- $name := include "lipsyncd.component" (dict "root" . "component" "triton") -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.triton.replicas) -}}
+{{- $urls = append $urls (printf "%s-%d.%s.%s.svc:%d" $name $i $name $.Release.Namespace (int $.Values.triton.ports.grpc)) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- end -}}
+
+{{- define "lipsyncd.s3" -}}
+{{- hasPrefix "s3://" .Values.storage.url -}}
+{{- end -}}
+
 {{/*
-Environment both services share. NATS credentials come from the Secret and are spliced into
-the URL with Kubernetes' $(VAR) expansion, so they never appear in the pod spec.
+Environment of the gateway, orchestrator and test pods (dict "root" . "component" name).
+Each of gateway and orchestrator is its own NATS user (proto/topology.py NATS_PERMISSIONS),
+its user and password from the Secret; the test pod talks to the gateway only.
 */}}
 {{- define "lipsyncd.env" -}}
-{{- $secret := include "lipsyncd.secretName" . -}}
-{{- if .Values.nats.auth.enabled }}
+{{- $root := .root -}}
+{{- $secret := include "lipsyncd.secretName" $root -}}
+{{- if and $root.Values.nats.auth.enabled (has .component (list "gateway" "orchestrator")) }}
 - name: LIPSYNCD_NATS_USER
-  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: nats-user } }
+  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: nats-{{ .component }}-user } }
 - name: LIPSYNCD_NATS_PASSWORD
-  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: nats-password } }
+  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: nats-{{ .component }}-password } }
 {{- end }}
 - name: LIPSYNCD_NATS_URL
-{{- if .Values.nats.enabled }}
-  value: {{ printf "nats://%s%s:4222" (ternary "$(LIPSYNCD_NATS_USER):$(LIPSYNCD_NATS_PASSWORD)@" "" .Values.nats.auth.enabled) (include "lipsyncd.natsHost" .) | quote }}
+{{- if $root.Values.nats.enabled }}
+  value: {{ printf "nats://%s:4222" (include "lipsyncd.natsHost" $root) | quote }}
 {{- else }}
-  value: {{ required "nats.url is required when nats.enabled is false" .Values.nats.url | replace "://" (printf "://%s" (ternary "$(LIPSYNCD_NATS_USER):$(LIPSYNCD_NATS_PASSWORD)@" "" .Values.nats.auth.enabled)) | quote }}
+  value: {{ required "nats.url is required when nats.enabled is false" $root.Values.nats.url | quote }}
 {{- end }}
 - name: LIPSYNCD_STREAM_REPLICAS
-  value: {{ .Values.nats.streamReplicas | quote }}
+  value: {{ $root.Values.nats.streamReplicas | quote }}
 - name: LIPSYNCD_TRITON_URL
-  value: {{ printf "%s:%d" (include "lipsyncd.component" (dict "root" . "component" "triton")) (int .Values.triton.ports.grpc) | quote }}
+  value: {{ printf "%s:%d" (include "lipsyncd.component" (dict "root" $root "component" "triton")) (int $root.Values.triton.ports.grpc) | quote }}
 - name: LIPSYNCD_TRITON_HTTP_URL
-  value: {{ printf "http://%s:%d" (include "lipsyncd.component" (dict "root" . "component" "triton")) (int .Values.triton.ports.http) | quote }}
+  value: {{ printf "http://%s:%d" (include "lipsyncd.component" (dict "root" $root "component" "triton")) (int $root.Values.triton.ports.http) | quote }}
 - name: LIPSYNCD_PUBLIC_URL
-  value: {{ .Values.config.publicUrl | quote }}
+  value: {{ $root.Values.config.publicUrl | quote }}
 - name: LIPSYNCD_ALLOW_PRIVATE_URLS
-  value: {{ ternary "1" "0" .Values.config.allowPrivateUrls | quote }}
+  value: {{ ternary "1" "0" $root.Values.config.allowPrivateUrls | quote }}
+- name: LIPSYNCD_MAX_UPLOAD_BYTES
+  value: {{ mul $root.Values.config.maxUploadMiB 1048576 | quote }}
+# Several processes share this release: the signing key must come from the Secret.
+- name: LIPSYNCD_SCALE_OUT
+  value: "1"
 - name: LIPSYNCD_HOME
   value: /var/lib/lipsyncd
+{{- if eq (include "lipsyncd.s3" $root) "true" }}
+- name: LIPSYNCD_STORAGE_URL
+  value: {{ $root.Values.storage.url | quote }}
+{{- with $root.Values.storage.s3.endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $root.Values.storage.s3.region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- if $root.Values.storage.s3.credentialsFromSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: s3-access-key-id } }
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: { secretKeyRef: { name: {{ $secret }}, key: s3-secret-access-key } }
+{{- end }}
+{{- else }}
 - name: LIPSYNCD_STORAGE_DIR
   value: /var/lib/lipsyncd/storage
+{{- end }}
 - name: LIPSYNCD_SECRET_KEY
   valueFrom: { secretKeyRef: { name: {{ $secret }}, key: secret-key } }
 - name: LIPSYNCD_DATABASE_URL
   valueFrom: { secretKeyRef: { name: {{ $secret }}, key: database-url } }
-{{- range $name, $value := .Values.config.extraEnv }}
+{{- range $name, $value := $root.Values.config.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | quote }}
 {{- end }}
@@ -118,12 +158,20 @@ readOnlyRootFilesystem: true
 capabilities: { drop: [ALL] }
 {{- end -}}
 
-{{/* Shared media storage (local backend): one ReadWriteMany volume for gateway and orchestrator. */}}
+{{/* Shared media storage (local backend only): one ReadWriteMany volume for gateway and orchestrator. */}}
+{{- define "lipsyncd.storageMount" -}}
+{{- if ne (include "lipsyncd.s3" .) "true" }}
+- { name: storage, mountPath: /var/lib/lipsyncd/storage }
+{{- end }}
+{{- end -}}
+
 {{- define "lipsyncd.storageVolume" -}}
+{{- if ne (include "lipsyncd.s3" .) "true" }}
 - name: storage
 {{- if .Values.storage.persistence.enabled }}
   persistentVolumeClaim: { claimName: {{ .Values.storage.persistence.existingClaim | default (include "lipsyncd.component" (dict "root" . "component" "storage")) }} }
 {{- else }}
   emptyDir: {}
+{{- end }}
 {{- end }}
 {{- end -}}
