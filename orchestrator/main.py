@@ -195,6 +195,10 @@ class Orchestrator:
         proposed = lipsync_pb2.JobStatus()
         proposed.CopyFrom(reporter.status)
         proposed.status = status
+        # One moment for the final state: the gateway records it and the status repeats it, so
+        # GET and the webhook show the same completed_at (a cancel that won keeps its own).
+        canceled_at = reporter.canceled_at_ms if status == JobStatus.CANCELED else 0
+        proposed.completed_at_ms = proposed.completed_at_ms or canceled_at or now_ms()
         try:
             recorded = await self.res.billing.finalize(proposed, resolution)
         except BillingUnavailable:
@@ -213,7 +217,8 @@ class Orchestrator:
             if recorded == JobStatus.FAILED:
                 reporter.status.error = "The job could not be processed; please try again later"
             status = recorded
-        await reporter.finish(status, resolution)
+        await reporter.finish(status, resolution,
+                              completed_at_ms=proposed.completed_at_ms if recorded == proposed.status else 0)
         await self._announce(request, reporter.status, publish_event=False)
 
     def _drop_result(self, status: lipsync_pb2.JobStatus) -> None:

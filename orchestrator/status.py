@@ -69,12 +69,13 @@ class JobReporter:
             self.canceled_at_ms = int(entry.value)
         return True
 
-    async def finish(self, status: str, resolution: str) -> None:
-        """Record the final state and publish the event that settles credits."""
+    async def finish(self, status: str, resolution: str, completed_at_ms: int = 0) -> None:
+        """Record the final state and publish the event that settles credits; the moment is
+        the one the gateway recorded (`completed_at_ms`), the cancel's, or now."""
         self.status.status = status
         self.status.stage = "done"
         canceled_at = self.canceled_at_ms if status == JobStatus.CANCELED else 0
-        self.status.completed_at_ms = canceled_at or now_ms()
+        self.status.completed_at_ms = completed_at_ms or canceled_at or now_ms()
         if status == JobStatus.COMPLETED:
             self.status.progress = 1.0
         await self._put(force=True)
