@@ -31,6 +31,7 @@ RIDGE = 2.0  # on standardised inputs
 MIN_SPEECH_FRAMES = 50  # source frames with a face and speech needed to fit (~2 s)
 MIN_FIT_R2 = 0.15  # in-sample share of the opening's variance the map must explain to be used
 MIN_SOUNDTRACK_S = 2.0  # a shorter soundtrack gives no map
+SPEECH_ACTIVITY = 0.5  # frames the map is fitted on and applied to: the stage hears speech there
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def fit_speaker(source_params: np.ndarray, source_energy: np.ndarray, library: M
     if n < MIN_SPEECH_FRAMES:
         return None
     x = speech_inputs(source_params[:n], source_energy[:n])
-    speech = np.asarray(source_params[:n, ACTIVITY]) > 0.05
+    speech = np.asarray(source_params[:n, ACTIVITY]) > SPEECH_ACTIVITY
     rows = library.usable[:n] & speech
     if rows.sum() < MIN_SPEECH_FRAMES:
         log.info("articulation: %d source frames with speech and a usable mouth; no speaker map", int(rows.sum()))
@@ -111,18 +112,19 @@ def fit_speaker(source_params: np.ndarray, source_energy: np.ndarray, library: M
 
 def speaker_targets(speaker: SpeakerMap, params: np.ndarray, energy: np.ndarray) -> np.ndarray:
     """The new speech's mouth parameters with jaw and opening from the speaker's map, rescaled
-    to the spread the stage asked for (a regression shrinks it), outside speech left as asked."""
+    to the spread the stage asked for (a regression shrinks it) and to the stage's range (0..1),
+    outside speech left as asked."""
     out = np.asarray(params, np.float32).copy()
     if out.shape[0] == 0:
         return out
     x = speech_inputs(out, energy)
     design = np.column_stack([(x - speaker.mean) / speaker.scale, np.ones(len(x))])
     predicted = design @ speaker.weights
-    speech = out[:, ACTIVITY] > 0.05
+    speech = out[:, ACTIVITY] > SPEECH_ACTIVITY
     closed = out[:, CLOSURE] > 0.5  # the stage's bilabial closures stay shut
     for k, col in enumerate(FIT_COLUMNS):
         asked, got = out[:, col].astype(np.float64), predicted[:, k]
         if speech.sum() >= 3 and got[speech].std() > 1e-6:
             got = asked[speech].mean() + (got - got[speech].mean()) * asked[speech].std() / got[speech].std()
-        out[:, col] = np.where(speech & ~closed, np.clip(got, 0.0, 1.5), asked)
+        out[:, col] = np.where(speech & ~closed, np.clip(got, 0.0, 1.0), asked)
     return out
