@@ -165,11 +165,22 @@ def select_mouths(library: MouthLibrary, target_params: np.ndarray, order: np.nd
         chosen[t], cost[t] = cands[t][j], shapes[t][j]
         if t > 0:
             j = int(back[t - 1][j])
-    got = params[chosen]
-    missing = ((np.abs(got[:, LIP_OPEN] - target[:, LIP_OPEN]) > w.fallback_open)
-               | (np.abs(got[:, JAW] - target[:, JAW]) > w.fallback_jaw)
-               | ((target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)))
-    return MouthSelection(frames=chosen, fallback=_fallback_runs(missing), shape_cost=cost)
+    missing = _misses(params[chosen], target, w)
+    # Where the smoothest path misses the shape but the library has it, show the library's
+    # closest mouth (a jump between two of the person's own mouths) rather than switching to
+    # the parametric generator for a frame or two.
+    best = top[:, 0]
+    swap = missing & ~_misses(params[best], target, w)
+    chosen[swap] = best[swap]
+    cost[swap] = top_shape[swap, 0]
+    return MouthSelection(frames=chosen, fallback=_fallback_runs(missing & ~swap), shape_cost=cost)
+
+
+def _misses(got: np.ndarray, target: np.ndarray, w: SelectionWeights) -> np.ndarray:
+    """[T] bool: the shown mouth misses the target's opening or jaw, or is open where the target closes."""
+    return ((np.abs(got[:, LIP_OPEN] - target[:, LIP_OPEN]) > w.fallback_open)
+            | (np.abs(got[:, JAW] - target[:, JAW]) > w.fallback_jaw)
+            | ((target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)))
 
 
 def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:

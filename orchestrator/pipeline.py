@@ -19,6 +19,7 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
+from orchestrator.dubbing.articulation import fit_speaker, source_speech, speaker_targets
 from orchestrator.dubbing import (choose_references, frames_to_track, render_dub, shown_opening, source_library,
                                  timeline, track_video)
 from orchestrator.faces import MAX_FACES, scale_face, select_faces
@@ -199,6 +200,23 @@ async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool 
     return (np.concatenate([a.mouth_params for a in answers]), np.concatenate([a.energy for a in answers]))
 
 
+async def _dub_speeches(res: JobResources, voice: Voice, video: Path, seconds: float, fps: float,
+                        own_speech: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """The new speech's mouth tracks, and (when asked and the video has a soundtrack) those of
+    the source's own speech over its first `seconds`, both from the audio_features stage, side
+    by side. A video dubbed with its own soundtrack is analysed once."""
+    if not own_speech:
+        return await _speech(res, voice.features, fps, split=False), None
+    own = await asyncio.to_thread(source_speech, video, seconds)
+    if own is None:
+        return await _speech(res, voice.features, fps, split=False), None
+    if own.size <= voice.features.size and np.allclose(own, voice.features[: own.size], atol=1e-4):
+        new = await _speech(res, voice.features, fps, split=False)
+        return new, new
+    new, mine = await asyncio.gather(_speech(res, voice.features, fps, split=False), _speech(res, own, fps, split=False))
+    return new, mine
+
+
 async def _speech_all(res: JobResources, voices: list[Voice], fps: float) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(await asyncio.gather(*(_speech(res, voice.features, fps) for voice in voices)))
 
@@ -356,18 +374,26 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         #    stage turns the new speech into mouth parameters (two stages, two cores).
         async def on_frame(done: int) -> None:
             await reporter.progress(_span("analysis", "dub_tracked", min(1.0, done / tracked_frames)))
-        async with _background(_speech(res, voice.features, fps, split=False)) as speech:
+        #    The source's own soundtrack goes through the same stage: how this speaker's mouth
+        #    follows speech (orchestrator/dubbing/articulation.py).
+        own_speech = settings.dub_speaker_fit and info.has_audio
+        async with _background(_dub_speeches(res, voice, files["video"], tracked_frames / fps, fps,
+                                             own_speech)) as speech:
             source = await track_video(
                 decoder.frames(files["video"], fps, size, info.rotation_deg), tracked_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
-            params, energy = await speech
+            (params, energy), own = await speech
 
         # 6. The new speech as mouth parameters on the output timeline.
         order = timeline(source.count, audio_frames, sync_mode)
         params = place_in_timeline(params, 0, len(order))
         energy = place_in_timeline(energy, 0, len(order))
-        # 6b. The person's own mouth for each output frame, where the video has a close one.
+        # 6b. The person's own mouth for each output frame, where the video has a close one,
+        #     aimed at the openings this speaker makes for such speech.
         library = await asyncio.to_thread(source_library, source)
+        speaker = fit_speaker(own[0][: source.count], own[1][: source.count], library) if own is not None else None
+        if speaker is not None:
+            params = speaker_targets(speaker, params, energy)
         references = await asyncio.to_thread(choose_references, source, order, params, library)
         opening = shown_opening(source, library, order, references, params)
         quality = measure_quality(opening, energy, int(np.isfinite(opening).sum()), len(order))

@@ -86,6 +86,9 @@ class OrchestratorSettings(BaseSettings):
     # because the recogniser hears less of the words around the cut (measured in `make eval`:
     # bilabial AUC 0.01-0.04 lower on 8 s clips, unchanged on a 5 s one).
     speech_parts: int = 1
+    # A dub learns how this speaker's mouth follows speech from the source video's own
+    # soundtrack (a second audio_features pass, beside tracking): orchestrator/dubbing/articulation.py.
+    dub_speaker_fit: bool = True
 
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
     webhook_schedule_s: str = ",".join(f"{s:g}" for s in DEFAULT_DELAYS_S)

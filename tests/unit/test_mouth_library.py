@@ -82,6 +82,21 @@ def test_missing_shapes_are_flagged_for_the_fallback() -> None:
     assert not selection.fallback[:12].any() and not selection.fallback[28:].any()
 
 
+def test_a_shape_the_path_misses_but_the_library_has_is_transplanted_not_rendered() -> None:
+    # A long run of half-open mouths and one wide-open frame; a path that never jumps stays
+    # on the run and misses the wide target, which the library's own wide mouth then serves.
+    params = np.zeros((60, N_PARAMS), np.float32)
+    params[:, LIP_OPEN], params[:, JAW] = 0.3, 0.24
+    params[59, LIP_OPEN], params[59, JAW] = 1.0, 0.8
+    library = make_library(params)
+    target = np.repeat(params[:1], 20, axis=0)
+    target[8:10, LIP_OPEN], target[8:10, JAW] = 1.0, 0.8
+    sticky = SelectionWeights(jump=100.0, hold=0.0)
+    selection = select_mouths(library, target, np.arange(20), sticky)
+    assert (selection.frames[8:10] == 59).all()
+    assert not selection.fallback.any()
+
+
 def test_closure_is_never_served_by_an_open_mouth() -> None:
     params = speech_params(50)
     params[:, LIP_OPEN] = np.maximum(params[:, LIP_OPEN], 0.3)  # no closed frame at all
