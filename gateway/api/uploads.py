@@ -64,6 +64,20 @@ _UPLOAD_BODY = {
 }
 
 
+async def store_upload(ctx: GatewayContext, file: StarletteUploadFile) -> dict[str, Any]:
+    """Stream one uploaded file into storage and answer its signed URL: the API's upload
+    route and the dashboard's playground both store uploads here."""
+    require_free_disk(ctx)
+    key, size = await _store(ctx, file, ctx.settings.max_upload_bytes)
+    signed = ctx.signer.sign(key, ctx.settings.output_url_ttl_s)
+    return {
+        "url": signed.url,
+        "key": key,
+        "size_bytes": size,
+        "expires_at": iso_utc(signed.expires_at.replace(tzinfo=None)),
+    }
+
+
 @router.post("/uploads", status_code=201, openapi_extra={"requestBody": _UPLOAD_BODY})
 async def upload_media(request: Request, ctx: Ctx, caller: Caller) -> dict[str, Any]:
     """Store a media file; use the returned `url` in formState (valid 7 days).
@@ -71,7 +85,6 @@ async def upload_media(request: Request, ctx: Ctx, caller: Caller) -> dict[str, 
     The form is parsed here rather than declared as a parameter: FastAPI reads declared
     bodies before dependencies run, and the API key must be checked before a single byte
     of the upload is accepted (the body limit itself is `BodyLimit`'s, as it streams)."""
-    cap = ctx.settings.max_upload_bytes
     require_free_disk(ctx)
     try:
         form = await request.form(max_files=1, max_fields=10)
@@ -81,14 +94,6 @@ async def upload_media(request: Request, ctx: Ctx, caller: Caller) -> dict[str, 
         file = form.get("file")
         if not isinstance(file, StarletteUploadFile):
             raise invalid_request("file", "Field required")
-        stored = await _store(ctx, file, cap)
+        return await store_upload(ctx, file)
     finally:
         await form.close()
-    key, size = stored
-    signed = ctx.signer.sign(key, ctx.settings.output_url_ttl_s)
-    return {
-        "url": signed.url,
-        "key": key,
-        "size_bytes": size,
-        "expires_at": iso_utc(signed.expires_at.replace(tzinfo=None)),
-    }

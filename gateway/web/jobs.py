@@ -121,7 +121,7 @@ async def _media_url(request: Request, user: Principal, form: Any, role: str) ->
     """The role's uploaded file (stored by the API's upload handler), else its URL field."""
     upload = form.get(f"{role}_file")
     if isinstance(upload, UploadFile) and upload.filename:
-        stored = await uploads.upload_media(request, upload, context_of(request), user)
+        stored = await uploads.store_upload(context_of(request), upload)
         return str(stored["url"])
     text = form.get(f"{role}_url")
     return text.strip() if isinstance(text, str) and text.strip() else None
