@@ -33,6 +33,7 @@ FinalizeHandler = Callable[[lipsync_pb2.JobEvent], Awaitable[lipsync_pb2.Reserve
 AttemptHandler = Callable[[lipsync_pb2.WebhookAttempt], Awaitable[None]]
 
 RESPONDER_QUEUE = "lipsyncd-gateway"
+CLOSE_TIMEOUT_S = 5.0
 EVENTS_BATCH = 16
 EVENTS_FETCH_TIMEOUT_S = 2.0
 EVENTS_ACK_WAIT_S = 60.0
@@ -98,12 +99,17 @@ class JobBus:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a consumer stuck inside a NATS call must not hold the shutdown forever.
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+            for task in stuck:
+                log.error("bus task %s did not stop within %.0f s of its cancel", task.get_coro(), CLOSE_TIMEOUT_S)
         self._tasks.clear()
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                await asyncio.wait_for(self._nc.close(), CLOSE_TIMEOUT_S)
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.warning("NATS connection not closed cleanly: %r", exc)
         self._ready.clear()
 
     async def _connect_and_serve(self, on_event: EventHandler, on_reserve: ReserveHandler) -> None:
