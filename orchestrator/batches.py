@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 

@@ -24,7 +24,6 @@ from preprocess.sniff import (
     sniff_format,
 )
 from proto.addresses import (
-    refusal_text,
     METADATA_ADDRESSES,
     AddressRefused,
     HostUnresolvable,
@@ -33,6 +32,7 @@ from proto.addresses import (
     address_refusal,
     embedded_ipv4,
     pinned_request_parts,
+    refusal_text,
     resolve_allowed_address,
     resolve_host,
 )

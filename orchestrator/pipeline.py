@@ -19,10 +19,17 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
-from orchestrator.dubbing import (choose_references, frames_to_track, render_dub, shown_opening, source_library,
-                                 timeline, track_video)
+from orchestrator.dubbing import (
+    choose_references,
+    frames_to_track,
+    render_dub,
+    shown_opening,
+    source_library,
+    timeline,
+    track_video,
+)
 from orchestrator.faces import MAX_FACES, scale_face, select_faces
-from orchestrator.fetch import FetchError, Fetcher, MediaKind
+from orchestrator.fetch import Fetcher, FetchError, MediaKind
 from orchestrator.motion import plan_motion
 from orchestrator.mouth_library import LIP_OPEN
 from orchestrator.quality import Quality
@@ -34,8 +41,15 @@ from orchestrator.talking_image import AnimatedFace, place_in_timeline, render_s
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from postprocess.storage import Storage
 from preprocess import probe as probing
-from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_audio, loudness_gain, mix_tracks,
-                             write_track)
+from preprocess.audio import (
+    FEATURE_RATE_HZ,
+    RawTrack,
+    concat_tracks,
+    decode_audio,
+    loudness_gain,
+    mix_tracks,
+    write_track,
+)
 from preprocess.decode import VideoDecoder, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2

@@ -28,8 +28,8 @@ from proto.addresses import (
     HostUnresolvable,
     Resolver,
     pinned_request_parts,
-    resolve_allowed_address,
     refusal_text,
+    resolve_allowed_address,
     resolve_host,
 )
 from proto.sealed import SealBroken, seal, unseal

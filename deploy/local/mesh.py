@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from proto.topology import NATS_PERMISSIONS  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300.0
 MAX_RESTARTS = 5

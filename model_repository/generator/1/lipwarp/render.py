@@ -17,14 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from proto.ort_providers import session_providers
 
 from lipwarp import graphspec as spec
 from lipwarp.field import fit_fields
-from lipwarp.interior import FacePalette, MouthLayers, face_palette, interior_vectors, mouth_fill_feeds, mouth_layers
+from lipwarp.interior import (
+    FacePalette,
+    MouthLayers,
+    face_palette,
+    interior_vectors,
+    mouth_fill_feeds,
+    mouth_layers,
+)
 from lipwarp.lids import EyeLids, eye_lids
-from lipwarp.shapes import (BLINK, HEAD_ROLL, TEETH, TONGUE, SourceShape, motion_rows, mouth_rows, move_with_head,
-                            source_shape, target_shapes)
+from lipwarp.shapes import (
+    BLINK,
+    HEAD_ROLL,
+    TEETH,
+    TONGUE,
+    SourceShape,
+    motion_rows,
+    mouth_rows,
+    move_with_head,
+    source_shape,
+    target_shapes,
+)
+from proto.ort_providers import session_providers
 
 log = logging.getLogger(__name__)
 
