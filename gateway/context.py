@@ -31,7 +31,7 @@ class GatewayContext:
     login_policy: LoginPolicy
 
     @classmethod
-    def build(cls, settings: Settings) -> "GatewayContext":
+    def build(cls, settings: Settings) -> GatewayContext:
         db = Database(settings.database_url)
         local_limiter = RateLimiter()
         return cls(

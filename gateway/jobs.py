@@ -362,5 +362,5 @@ async def list_jobs(
     rows = await ctx.db.run_async(query)
     page, more = rows[:limit], len(rows) > limit
     lives = await asyncio.gather(*(_live_status(ctx, job) for job in page))
-    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s) for j, live in zip(page, lives)]
+    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s) for j, live in zip(page, lives, strict=True)]
     return jobs, (_encode_cursor(page[-1]) if more and page else None)

@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         return [item.strip() for item in value if item.strip()]
 
     @model_validator(mode="after")
-    def _derive_defaults(self) -> "Settings":
+    def _derive_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'lipsyncd.db'}"

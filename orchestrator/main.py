@@ -308,7 +308,7 @@ class Orchestrator:
                 break
             handles = [asyncio.create_task(self.handle(m)) for m in msgs]
             await self._run_batch(handles, stop)
-            for msg, task in zip(msgs, handles):
+            for msg, task in zip(msgs, handles, strict=True):
                 outcome = task.exception() if task.done() and not task.cancelled() else None
                 if outcome is not None:
                     # e.g. NATS went away while recording the result: the unacked job is

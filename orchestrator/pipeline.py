@@ -276,7 +276,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         animated = []
         openings: list[np.ndarray] = []
         energies: list[np.ndarray] = []
-        for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts)):
+        for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts, strict=True)):
             start = int(round(start_s * fps))
             params = place_in_timeline(params, start, frame_count)
             energy = place_in_timeline(energy, start, frame_count)
@@ -329,7 +329,7 @@ def _conversation(voices: list[Voice], order: str, scratch: Path) -> tuple[list[
     decoded into the job's scratch directory now; in turn, or mixed when `meanwhile`)."""
     starts, _ = _turns(voices, order)
     paths = [scratch / f"voice-{i}.f32" for i in range(len(voices))]
-    for voice, path in zip(voices, paths):
+    for voice, path in zip(voices, paths, strict=True):
         voice.write_output(path)
     if len(voices) == 1:
         return starts, RawTrack(paths[0])

@@ -90,7 +90,7 @@ class TritonPool:
 
     async def ready(self) -> bool:
         answers = await asyncio.gather(*(server.client.ready() for server in self._servers))
-        for server, ok in zip(self._servers, answers):
+        for server, ok in zip(self._servers, answers, strict=True):
             self._set_health(server, ok)
         return any(answers)
 

@@ -85,7 +85,7 @@ class Mp4Writer:
     def frame_count(self) -> int:
         return self._frames
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

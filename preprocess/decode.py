@@ -119,7 +119,7 @@ class VideoDecoder:
         assert self._child.stdout is not None
         _widen_pipe(self._child.stdout.fileno())
 
-    def __enter__(self) -> "VideoDecoder":
+    def __enter__(self) -> VideoDecoder:
         return self
 
     def __exit__(self, *exc: object) -> None:

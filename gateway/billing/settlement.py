@@ -42,7 +42,7 @@ class Outcome:
     quality: dict[str, Any] | None = None
 
     @classmethod
-    def from_status(cls, status: lipsync_pb2.JobStatus) -> "Outcome":
+    def from_status(cls, status: lipsync_pb2.JobStatus) -> Outcome:
         completed_at = datetime_from_ms(status.completed_at_ms) if status.completed_at_ms else None
         return cls(
             status=status.status,

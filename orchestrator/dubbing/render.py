@@ -42,7 +42,7 @@ def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_M
             run.append(i)
         elif run:
             smooth = smooth_boxes([boxes[j] for j in run])  # type: ignore[misc]
-            for j, box in zip(run, smooth):
+            for j, box in zip(run, smooth, strict=True):
                 boxes[j] = box
             run = []
     return boxes

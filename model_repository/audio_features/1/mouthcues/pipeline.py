@@ -9,8 +9,8 @@ are placed on the video frames at their own time, held long enough to be seen.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from .coarticulation import (
     smooth_critically_damped,
 )
 from .phones import PhoneSegment
-from .recognition import PhoneDecoding, PhoneRecognizer
+from .recognition import PhoneRecognizer
 from .visemes import CLOSURE, JAW, LIP_OPEN, LIP_ROUND, LIP_WIDTH, N_SHAPE, TEETH, TONGUE
 
 MOUTH_PARAMS: tuple[str, ...] = (

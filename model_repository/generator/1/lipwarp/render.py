@@ -240,7 +240,7 @@ class Renderer:
         half_w = layers.half_width_px
         rows = [_ellipses(layers.centre_px, layers.axis, 1.9 * half_w, 1.7 * half_w, open_strength, side)]
         c, s = np.cos(motion[:, HEAD_ROLL]), np.sin(motion[:, HEAD_ROLL])
-        for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes) if eyes else ():
+        for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes, strict=True) if eyes else ():
             moved = move_with_head(outline, prep.shape, motion)
             half_eye = np.full(len(motion), 0.5 * float(np.ptp(outline @ axis)))
             rolled = np.stack([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]], axis=-1)
