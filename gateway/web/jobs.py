@@ -15,7 +15,7 @@ from gateway import jobs, outputs
 from gateway.accounts.principal import Principal
 from gateway.api import uploads
 from gateway.api.errors import ApiError
-from gateway.api.schemas import ImageFormState, MultiFormState, VideoFormState
+from gateway.api.schemas import FormStateBase, ImageFormState, MultiFormState, VideoFormState
 from gateway.models import Account
 from gateway.web.i18n import locale_for
 from gateway.web.render import render
@@ -25,7 +25,7 @@ from proto.vocabulary import ErrorCode
 router = APIRouter(include_in_schema=False)
 
 JOBS_PER_PAGE = 50
-FORM_STATES = {
+FORM_STATES: dict[str, type[FormStateBase]] = {
     "lipsync-image": ImageFormState,
     "lipsync-video": VideoFormState,
     "lipsync-image-multi": MultiFormState,
@@ -121,7 +121,7 @@ async def _media_url(request: Request, user: Principal, form: Any, role: str) ->
     """The role's uploaded file (stored by the API's upload handler), else its URL field."""
     upload = form.get(f"{role}_file")
     if isinstance(upload, UploadFile) and upload.filename:
-        stored = await uploads.upload_media(request, upload, context_of(request), user)
+        stored = await uploads.store_upload(context_of(request), upload)
         return str(stored["url"])
     text = form.get(f"{role}_url")
     return text.strip() if isinstance(text, str) and text.strip() else None
