@@ -27,7 +27,6 @@ from gateway.billing.settlement import (
     CANCELED,
     FAILED,
     PROCESSING,
-    TERMINAL_STATUSES,
     Outcome,
     read_timings_record,
     settle,
@@ -41,7 +40,7 @@ from gateway.models import Account, Job, utcnow
 from gateway.upkeep import require_free_disk
 from proto import lipsync_pb2
 from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime, quality_object
-from proto.vocabulary import ErrorCode
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +267,7 @@ async def _live_status(ctx: GatewayContext, job: Job | JobView) -> lipsync_pb2.J
 def iso_utc(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.replace(tzinfo=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.replace(tzinfo=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRecord:
@@ -315,7 +314,7 @@ async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> 
 
     def cancel(session: Session) -> Job:
         job = _owned_job(session, principal.account_id, job_id)
-        outcome = Outcome(status=CANCELED, error_code=CANCELED,
+        outcome = Outcome(status=CANCELED, error_code=ErrorCode.CANCELED,
                           completed_at=datetime_from_ms(canceled_at_ms))
         if not settle(session, ctx.prices, job.id, outcome):
             raise ApiError(409, ErrorCode.JOB_NOT_CANCELABLE, f"Job is already {job.status}")

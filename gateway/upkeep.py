@@ -15,12 +15,12 @@ import time
 from sqlalchemy import select
 
 from gateway.api.errors import ApiError
-from gateway.billing.settlement import FAILED, PROCESSING, TERMINAL_STATUSES, Outcome, settle
+from gateway.billing.settlement import FAILED, PROCESSING, Outcome, settle
 from gateway.bus import BusUnavailableError
 from gateway.context import GatewayContext
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
-from proto.vocabulary import ErrorCode
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,6 @@ from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
-from orchestrator.stages import StageRequestError, StageUnavailable
 from orchestrator.status import JobReporter, now_ms, read_status
 from orchestrator.triton_pool import PoolSettings, TritonPool
 from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
@@ -43,6 +42,7 @@ from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
 from proto.sealed import SealBroken, unseal
 from proto.secretkey import SecretKeyMissing
+from proto.stages import StageRequestError, StageUnavailable
 from proto.urlsign import UrlSigner
 from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
 

@@ -21,7 +21,8 @@ from typing import TypeVar
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.stages import AudioFeatures, DetectedFace, Rendered, StageUnavailable, TritonStages
+from orchestrator.stages import AudioFeatures, DetectedFace, Rendered, TritonStages
+from proto.stages import StageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from proto.urlsign import UrlSigner
@@ -96,6 +96,9 @@ class BlobWriter(Protocol):
                  tb: types.TracebackType | None) -> None: ...
 
 
+_Writer = TypeVar("_Writer", bound="_WriterBase")
+
+
 class _WriterBase:
     """`with` protocol for writers: commit on a clean exit, abort on an exception."""
 
@@ -105,7 +108,7 @@ class _WriterBase:
     def abort(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> _WriterBase:
+    def __enter__(self: _Writer) -> _Writer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

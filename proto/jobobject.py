@@ -19,7 +19,7 @@ from typing import Any
 from proto.urlsign import UrlSigner
 from proto.vocabulary import ErrorCode, JobStatus
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class JobRecord:
 
 def ms_from_datetime(value: dt.datetime) -> int:
     """Integer milliseconds since the epoch (naive datetimes are UTC), truncated, no floats."""
-    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     delta = aware - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

@@ -135,7 +135,7 @@ class _DubBatches:
         for k in range(start, stop):
             frame = self.source.frames[self.order[k]]  # a new array: pasted on in place
             if k in rendered:
-                _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])  # type: ignore[arg-type]
+                _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])
             writer.write(frame)
 
 
