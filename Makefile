@@ -21,7 +21,7 @@ INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test lint unit integration e2e bench bench-scale eval models proto install chromium clean testdata k8s-check images engines
+.PHONY: serve test lint stages-wheel unit integration e2e bench bench-scale eval models proto install chromium clean testdata k8s-check images engines
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
@@ -53,6 +53,12 @@ images:
 # TensorRT plans from the ONNX graphs (trtexec), where a GPU and TensorRT exist.
 engines: models
 	$(PYTHON) deploy/docker/engines.py --models model_repository
+
+# The stage contracts, clients and fakes as their own wheel (`lipsyncd-stages`) for internal
+# teams that call the Triton stages without the orchestrator: see model_repository/README.md.
+DIST ?= .cache/dist
+stages-wheel: install
+	$(PY) proto/wheel/build.py --out $(DIST)
 
 unit: install proto models
 	$(PY) -m pytest -q tests/unit

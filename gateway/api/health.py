@@ -16,11 +16,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.deps import Ctx
+from proto.stages import STAGE_MODELS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-
-STAGE_MODELS = ("audio_features", "face_detection", "generator")
 
 
 @router.get("/healthz")
