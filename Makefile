@@ -21,13 +21,21 @@ INSTALL_SPEC ?= .[dev,local]
 BENCH_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: serve test unit integration e2e bench bench-scale eval models proto install chromium clean testdata k8s-check images engines
+.PHONY: serve test lint stages-wheel unit integration e2e bench bench-scale eval models proto install chromium clean testdata k8s-check images engines
 
 serve: install proto models
 	$(PY) deploy/local/mesh.py
 
-test: install proto models chromium
+test: install proto models chromium lint
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# Static checks, before the tests: ruff (lint + import order) over the service packages,
+# deploy/ and the Triton models' Python, and mypy (--strict, less two parts: pyproject.toml)
+# over the service packages. Both are configured in pyproject.toml.
+LINT_PATHS := gateway orchestrator postprocess preprocess proto deploy model_repository
+lint: install proto
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 # The Helm chart: rendered (default, GPU and CPU values), linted strictly, validated against
 # the Kubernetes schemas, and its gateway/orchestrator/Triton containers run here as rendered
@@ -45,6 +53,12 @@ images:
 # TensorRT plans from the ONNX graphs (trtexec), where a GPU and TensorRT exist.
 engines: models
 	$(PYTHON) deploy/docker/engines.py --models model_repository
+
+# The stage contracts, clients and fakes as their own wheel (`lipsyncd-stages`) for internal
+# teams that call the Triton stages without the orchestrator: see model_repository/README.md.
+DIST ?= .cache/dist
+stages-wheel: install
+	$(PY) proto/wheel/build.py --out $(DIST)
 
 unit: install proto models
 	$(PY) -m pytest -q tests/unit

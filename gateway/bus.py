@@ -22,8 +22,8 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from proto import lipsync_pb2, topology
-from proto.vocabulary import ErrorCode
 from proto.sealed import seal
+from proto.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 

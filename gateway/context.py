@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.accounts.keycache import KeyCache
-from gateway.api.ratelimit import DatabaseRateLimiter, RateLimiter, RequestLimiter
 from gateway.accounts.logins import LoginPolicy, PasswordChecks
-
+from gateway.api.ratelimit import DatabaseRateLimiter, RateLimiter, RequestLimiter
 from gateway.billing.pricing import PriceTable
 from gateway.bus import JobBus
 from gateway.db import Database
@@ -32,7 +31,7 @@ class GatewayContext:
     login_policy: LoginPolicy
 
     @classmethod
-    def build(cls, settings: Settings) -> "GatewayContext":
+    def build(cls, settings: Settings) -> GatewayContext:
         db = Database(settings.database_url)
         local_limiter = RateLimiter()
         return cls(

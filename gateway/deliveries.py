@@ -41,7 +41,7 @@ def store_attempt(session: Session, report: lipsync_pb2.WebhookAttempt) -> bool:
     )
     if exists is not None:
         return False
-    attempted_at = dt.datetime.fromtimestamp(report.attempted_at_ms / 1000, dt.UTC).replace(tzinfo=None)
+    attempted_at = dt.datetime.fromtimestamp(report.attempted_at_ms / 1000, dt.timezone.utc).replace(tzinfo=None)
     try:
         with session.begin_nested():
             session.add(WebhookAttemptRow(

@@ -27,7 +27,6 @@ from gateway.billing.settlement import (
     CANCELED,
     FAILED,
     PROCESSING,
-    TERMINAL_STATUSES,
     Outcome,
     read_timings_record,
     settle,
@@ -40,8 +39,8 @@ from gateway.metrics import JOBS_SUBMITTED
 from gateway.models import Account, Job, utcnow
 from gateway.upkeep import require_free_disk
 from proto import lipsync_pb2
-from proto.jobobject import JobRecord, datetime_from_ms, job_object, ms_from_datetime, quality_object
-from proto.vocabulary import ErrorCode
+from proto.jobobject import JobRecord, job_object, ms_from_datetime, outcome_fields
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +267,7 @@ async def _live_status(ctx: GatewayContext, job: Job | JobView) -> lipsync_pb2.J
 def iso_utc(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    return value.replace(tzinfo=dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.replace(tzinfo=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRecord:
@@ -293,12 +292,7 @@ def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRec
     if live is None or job.status != PROCESSING:
         return record
     if live.status in TERMINAL_STATUSES:
-        return replace(
-            record, status=live.status, output_key=live.output_key, error=live.error,
-            error_code=live.error_code, execution_time_ms=live.execution_time_ms or None,
-            timings_ms=dict(live.timings_ms), completed_at_ms=live.completed_at_ms or None,
-            quality=quality_object(live),
-        )
+        return replace(record, **outcome_fields(live))
     return replace(record, progress=live.progress, stage=live.stage)
 
 
@@ -315,8 +309,7 @@ async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> 
 
     def cancel(session: Session) -> Job:
         job = _owned_job(session, principal.account_id, job_id)
-        outcome = Outcome(status=CANCELED, error_code=CANCELED,
-                          completed_at=datetime_from_ms(canceled_at_ms))
+        outcome = Outcome(status=CANCELED, error_code=ErrorCode.CANCELED, completed_at_ms=canceled_at_ms)
         if not settle(session, ctx.prices, job.id, outcome):
             raise ApiError(409, ErrorCode.JOB_NOT_CANCELABLE, f"Job is already {job.status}")
         return job
@@ -362,5 +355,5 @@ async def list_jobs(
     rows = await ctx.db.run_async(query)
     page, more = rows[:limit], len(rows) > limit
     lives = await asyncio.gather(*(_live_status(ctx, job) for job in page))
-    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s) for j, live in zip(page, lives)]
+    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s) for j, live in zip(page, lives, strict=True)]
     return jobs, (_encode_cursor(page[-1]) if more and page else None)

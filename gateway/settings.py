@@ -1,5 +1,6 @@
 """Gateway configuration: every `LIPSYNCD_*` variable (and `PORT`) the gateway reads, with
-derived defaults under `LIPSYNCD_HOME`. This is the only module that reads the environment."""
+derived defaults under `LIPSYNCD_HOME`. This is the only module of gateway/ that reads the
+environment (the storage and signing part it shares with the orchestrator: postprocess/settings.py)."""
 from __future__ import annotations
 
 import json
@@ -7,14 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from gateway.billing.plans import DEFAULT_PLANS, Plan
-from postprocess.storage import S3Config
+from postprocess.settings import StorageSettings
 from proto.secretkey import load_secret_key, scale_out_reasons
 
 
-class Settings(BaseSettings):
+class Settings(StorageSettings):
+    """The gateway's settings; storage, link signing and scale-out: StorageSettings."""
+
     model_config = SettingsConfigDict(
         env_prefix="LIPSYNCD_", env_file=".env", extra="ignore", populate_by_name=True
     )
@@ -32,18 +35,6 @@ class Settings(BaseSettings):
     triton_http_url: str = "http://127.0.0.1:8010"  # HTTP, for readiness checks
     public_url: str = ""
     allow_private_urls: bool = False
-    secret_key: str = ""
-    storage_dir: Path | None = None
-    # Empty: files under storage_dir. s3://bucket/prefix: an S3-compatible object store,
-    # reached with the standard AWS_* variables below; the bucket must exist beforehand.
-    storage_url: str = ""
-    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
-    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
-    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
-    # Several gateways/orchestrators share this deployment (also implied by PostgreSQL or
-    # S3): the signing key must then be given, never generated per process.
-    scale_out: bool = False
     plans: dict[str, Plan] = Field(default_factory=lambda: dict(DEFAULT_PLANS))
     default_plan: str = "free"
     price_per_second: dict[str, int] = Field(default_factory=lambda: {"480p": 1, "720p": 2})
@@ -51,7 +42,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 200 * 1024 * 1024
     # Every other request body (JSON, login forms): refused with 413 as it streams past this.
     max_json_bytes: int = Field(default=64 * 1024, ge=1024)
-    output_url_ttl_s: int = 7 * 24 * 3600
     session_ttl_s: int = 30 * 24 * 3600
     signup_enabled: bool = True  # the dashboard's /signup; off: accounts only from the admin CLI
     nats_timeout_s: float = 5.0
@@ -104,7 +94,7 @@ class Settings(BaseSettings):
         return [item.strip() for item in value if item.strip()]
 
     @model_validator(mode="after")
-    def _derive_defaults(self) -> "Settings":
+    def _derive_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'lipsyncd.db'}"
@@ -137,14 +127,6 @@ class Settings(BaseSettings):
         once, and only when this is not a scale-out deployment: proto/secretkey.py)."""
         reasons = self.scale_out_reasons
         return load_secret_key(self.secret_key, self.home, scale_out=bool(reasons), why=", ".join(reasons))
-
-    def s3_config(self) -> S3Config:
-        return S3Config(
-            endpoint_url=self.aws_endpoint_url or None,
-            region=self.aws_default_region or None,
-            access_key_id=self.aws_access_key_id or None,
-            secret_access_key=self.aws_secret_access_key or None,
-        )
 
     def plan(self, name: str) -> Plan:
         return self.plans.get(name) or self.plans[self.default_plan]

@@ -15,12 +15,12 @@ import time
 from sqlalchemy import select
 
 from gateway.api.errors import ApiError
-from gateway.billing.settlement import FAILED, PROCESSING, TERMINAL_STATUSES, Outcome, settle
+from gateway.billing.settlement import FAILED, PROCESSING, Outcome, settle
 from gateway.bus import BusUnavailableError
 from gateway.context import GatewayContext
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
-from proto.vocabulary import ErrorCode
+from proto.vocabulary import TERMINAL_STATUSES, ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ async def reap_stale_jobs(ctx: GatewayContext) -> int:
         outcome = _outcome_if_dead(live, created_at, now, settings.reaper_stale_s, settings.reaper_queued_s)
         if outcome is None:
             continue
-        changed = await ctx.db.run_async(lambda s: settle(s, ctx.prices, job_id, outcome))
+        # awaited in this iteration: the lambda never outlives job_id/outcome
+        changed = await ctx.db.run_async(lambda s: settle(s, ctx.prices, job_id, outcome))  # noqa: B023
         if not changed:
             continue  # another replica, a cancel or the real event came first
         reaped += 1

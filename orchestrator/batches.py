@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -27,7 +26,7 @@ def batch_spans(count: int, batch: int) -> list[tuple[int, int]]:
     bounds = [0] + ([edge] if count > 2 * edge else [])
     bounds += list(range(bounds[-1] + batch, count - edge, batch))
     bounds += [count - edge] if count - edge > bounds[-1] else []
-    return list(zip(bounds, bounds[1:] + [count]))
+    return list(zip(bounds, bounds[1:] + [count], strict=True))
 
 
 async def pipelined(spans: list[tuple[int, int]], render: Callable[[int, int], Awaitable[T]],

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology

@@ -8,9 +8,10 @@ import asyncio
 import shutil
 import ssl
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
@@ -24,7 +25,6 @@ from preprocess.sniff import (
     sniff_format,
 )
 from proto.addresses import (
-    refusal_text,
     METADATA_ADDRESSES,
     AddressRefused,
     HostUnresolvable,
@@ -33,6 +33,7 @@ from proto.addresses import (
     address_refusal,
     embedded_ipv4,
     pinned_request_parts,
+    refusal_text,
     resolve_allowed_address,
     resolve_host,
 )

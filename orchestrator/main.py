@@ -32,19 +32,19 @@ from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
-from orchestrator.stages import StageRequestError, StageUnavailable
-from orchestrator.triton_pool import PoolSettings, TritonPool
 from orchestrator.status import JobReporter, now_ms, read_status
+from orchestrator.triton_pool import PoolSettings, TritonPool
 from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
 from postprocess.storage import StorageUnavailable, open_storage
 from postprocess.webhooks import HttpWebhookSender, RetrySchedule, WebhookDispatcher
 from preprocess import probe as probing
 from preprocess.errors import MediaError
 from proto import lipsync_pb2, topology
-from proto.urlsign import UrlSigner
-from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
 from proto.sealed import SealBroken, unseal
 from proto.secretkey import SecretKeyMissing
+from proto.stages import StageRequestError, StageUnavailable
+from proto.urlsign import UrlSigner
+from proto.vocabulary import DEFAULT_RESOLUTION, TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger("orchestrator")
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
@@ -313,7 +313,7 @@ class Orchestrator:
                 break
             handles = [asyncio.create_task(self.handle(m)) for m in msgs]
             await self._run_batch(handles, stop)
-            for msg, task in zip(msgs, handles):
+            for msg, task in zip(msgs, handles, strict=True):
                 outcome = task.exception() if task.done() and not task.cancelled() else None
                 if outcome is not None:
                     # e.g. NATS went away while recording the result: the unacked job is

@@ -188,7 +188,7 @@ def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
     between the transplanted and the parametric mouth."""
     out = flag.copy()
     idx = np.flatnonzero(flag)
-    for a, b in zip(idx[:-1], idx[1:]):
+    for a, b in zip(idx[:-1], idx[1:], strict=True):
         if 1 < b - a <= bridge + 1:
             out[a:b] = True
     return out

@@ -22,8 +22,17 @@ from orchestrator.billing import Billing
 from orchestrator.dubbing.articulation import fit_speaker, source_speech, speaker_targets
 from orchestrator.dubbing import (choose_references, frames_to_track, render_dub, shown_opening, source_library,
                                  timeline, track_video)
+from orchestrator.dubbing import (
+    choose_references,
+    frames_to_track,
+    render_dub,
+    shown_opening,
+    source_library,
+    timeline,
+    track_video,
+)
 from orchestrator.faces import MAX_FACES, scale_face, select_faces
-from orchestrator.fetch import FetchError, Fetcher, MediaKind
+from orchestrator.fetch import Fetcher, FetchError, MediaKind
 from orchestrator.motion import plan_motion
 from orchestrator.mouth_library import LIP_OPEN
 from orchestrator.quality import Quality
@@ -35,8 +44,15 @@ from orchestrator.talking_image import AnimatedFace, place_in_timeline, render_s
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
 from postprocess.storage import Storage
 from preprocess import probe as probing
-from preprocess.audio import (FEATURE_RATE_HZ, RawTrack, concat_tracks, decode_audio, loudness_gain, mix_tracks,
-                             write_track)
+from preprocess.audio import (
+    FEATURE_RATE_HZ,
+    RawTrack,
+    concat_tracks,
+    decode_audio,
+    loudness_gain,
+    mix_tracks,
+    write_track,
+)
 from preprocess.decode import VideoDecoder, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
@@ -280,7 +296,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
         animated = []
         openings: list[np.ndarray] = []
         energies: list[np.ndarray] = []
-        for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts)):
+        for index, (face, (params, energy), start_s) in enumerate(zip(faces, spoken, starts, strict=True)):
             start = int(round(start_s * fps))
             params = place_in_timeline(params, start, frame_count)
             energy = place_in_timeline(energy, start, frame_count)
@@ -333,7 +349,7 @@ def _conversation(voices: list[Voice], order: str, scratch: Path) -> tuple[list[
     decoded into the job's scratch directory now; in turn, or mixed when `meanwhile`)."""
     starts, _ = _turns(voices, order)
     paths = [scratch / f"voice-{i}.f32" for i in range(len(voices))]
-    for voice, path in zip(voices, paths):
+    for voice, path in zip(voices, paths, strict=True):
         voice.write_output(path)
     if len(voices) == 1:
         return starts, RawTrack(paths[0])

@@ -1,19 +1,22 @@
-"""Orchestrator configuration: the only place in orchestrator/, preprocess/ and postprocess/
-that reads the environment (LIPSYNCD_* variables and an optional .env file)."""
+"""Orchestrator configuration: with postprocess/settings.py (the part shared with the
+gateway), the only place in orchestrator/, preprocess/ and postprocess/ that reads the
+environment (LIPSYNCD_* variables and an optional .env file)."""
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from postprocess.storage import S3Config
+from postprocess.settings import StorageSettings
 from postprocess.webhooks import DEFAULT_DELAYS_S
 from proto.secretkey import load_secret_key, scale_out_reasons
 
 
-class OrchestratorSettings(BaseSettings):
+class OrchestratorSettings(StorageSettings):
+    """The orchestrator's settings; storage, link signing and scale-out: StorageSettings."""
+
     model_config = SettingsConfigDict(env_prefix="LIPSYNCD_", env_file=".env", extra="ignore")
 
     home: Path = Path(".lipsyncd")
@@ -27,18 +30,6 @@ class OrchestratorSettings(BaseSettings):
     triton_urls: str = ""
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
-    storage_dir: Path | None = None
-    # s3://bucket/prefix for an S3-compatible store (AWS_* variables below); empty: storage_dir.
-    storage_url: str = ""
-    aws_endpoint_url: str = Field(default="", validation_alias="AWS_ENDPOINT_URL")
-    aws_default_region: str = Field(default="", validation_alias="AWS_DEFAULT_REGION")
-    aws_access_key_id: str = Field(default="", validation_alias="AWS_ACCESS_KEY_ID")
-    aws_secret_access_key: str = Field(default="", validation_alias="AWS_SECRET_ACCESS_KEY")
-    secret_key: str = ""
-    # Signed output links in webhook bodies; the gateway reads the same variable for GET.
-    output_url_ttl_s: int = 7 * 24 * 3600
-    # Several orchestrators/gateways share this deployment (also implied by S3 storage).
-    scale_out: bool = False
     allow_private_urls: bool = False
     # JetStream servers each stream and bucket is kept on (1 single node, 3 on a cluster).
     stream_replicas: int = Field(default=1, ge=1, le=5)
@@ -122,14 +113,6 @@ class OrchestratorSettings(BaseSettings):
         reasons = scale_out_reasons(explicit=self.scale_out, storage_url=self.storage_url)
         return load_secret_key(self.secret_key, self.home_dir, scale_out=bool(reasons),
                                why=", ".join(reasons))
-
-    def s3_config(self) -> S3Config:
-        return S3Config(
-            endpoint_url=self.aws_endpoint_url or None,
-            region=self.aws_default_region or None,
-            access_key_id=self.aws_access_key_id or None,
-            secret_access_key=self.aws_secret_access_key or None,
-        )
 
     @property
     def webhook_delays_s(self) -> list[float]:

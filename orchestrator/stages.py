@@ -11,12 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from proto.stageclient import MAX_MESSAGE_BYTES, AsyncStageClient  # noqa: F401 (re-exported)
-from proto.stages import (  # noqa: F401 (StageUnavailable, STAGE_MODELS re-exported)
-    DEFAULT_MAX_FACES,
-    STAGE_MODELS,
-    StageRequestError,
-    StageUnavailable,
-)
+from proto.stages import DEFAULT_MAX_FACES, StageRequestError
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ async def render_still(
 
     async def render_batch(start: int, stop: int) -> list[tuple[CropBox, Rendered]]:
         rendered = []
-        for animated, (box, crop, landmarks) in zip(faces, crops):
+        for animated, (box, crop, landmarks) in zip(faces, crops, strict=True):
             out = await stages.generate(crop, landmarks, animated.mouth_params[start:stop],
                                         animated.motion[start:stop])
             rendered.append((box, out))

@@ -21,7 +21,8 @@ from typing import TypeVar
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.stages import AudioFeatures, DetectedFace, Rendered, StageUnavailable, TritonStages
+from orchestrator.stages import AudioFeatures, DetectedFace, Rendered, TritonStages
+from proto.stages import StageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class TritonPool:
 
     async def ready(self) -> bool:
         answers = await asyncio.gather(*(server.client.ready() for server in self._servers))
-        for server, ok in zip(self._servers, answers):
+        for server, ok in zip(self._servers, answers, strict=True):
             self._set_health(server, ok)
         return any(answers)
 

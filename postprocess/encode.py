@@ -48,13 +48,13 @@ class Mp4Writer:
         self._video.options = {"crf": str(crf), "preset": preset, "profile": "high"}
         self._video.codec_context.time_base = 1 / rate
         self._audio_stream = self._container.add_stream("aac", rate=AUDIO_RATE_HZ)
-        self._audio_stream.layout = "mono"  # type: ignore[union-attr]
-        self._audio_stream.bit_rate = 128_000  # type: ignore[union-attr]
+        self._audio_stream.layout = "mono"
+        self._audio_stream.bit_rate = 128_000
 
     def write(self, rgb: np.ndarray) -> None:
         # OpenCV's RGB -> I420 is BT.601 limited range like swscale's default (within one
         # level) and several times faster; x264 then takes the planes as they are.
-        yuv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420)
+        yuv = np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YUV_I420), np.uint8)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self._frames
         for packet in self._video.encode(frame):
@@ -85,7 +85,7 @@ class Mp4Writer:
     def frame_count(self) -> int:
         return self._frames
 
-    def __enter__(self) -> "Mp4Writer":
+    def __enter__(self) -> Mp4Writer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -8,7 +8,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from typing import Mapping
+from collections.abc import Mapping
 
 SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE_S = 5 * 60

@@ -17,12 +17,12 @@ import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-log = logging.getLogger(__name__)
-
 from proto.urlsign import UrlSigner
+
+log = logging.getLogger(__name__)
 
 # No segment starts with a dot, so "..", "." and our own ".tmp-*" files are never
 # addressable; no backslashes, no empty segments, no leading slash.
@@ -71,7 +71,7 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove the blob; deleting a missing key is not an error (idempotent)."""
 
-    def open_write(self, key: str) -> "BlobWriter":
+    def open_write(self, key: str) -> BlobWriter:
         """A writer for streaming a new blob in chunks: it appears under `key` only when the
         `with` block ends without an exception; otherwise nothing is stored."""
 
@@ -90,10 +90,13 @@ class Storage(Protocol):
 class BlobWriter(Protocol):
     def write(self, data: bytes) -> None: ...
 
-    def __enter__(self) -> "BlobWriter": ...
+    def __enter__(self) -> BlobWriter: ...
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: types.TracebackType | None) -> None: ...
+
+
+_Writer = TypeVar("_Writer", bound="_WriterBase")
 
 
 class _WriterBase:
@@ -105,7 +108,7 @@ class _WriterBase:
     def abort(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> "_WriterBase":
+    def __enter__(self: _Writer) -> _Writer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -229,7 +232,7 @@ class LocalStorage:
 
 
 class _MemoryWriter(_WriterBase):
-    def __init__(self, storage: "MemoryStorage", key: str) -> None:
+    def __init__(self, storage: MemoryStorage, key: str) -> None:
         self._storage = storage
         self._key = key
         self._buffer = bytearray()
@@ -410,7 +413,7 @@ class S3Storage:
         )
 
     @classmethod
-    def from_url(cls, url: str, config: S3Config) -> "S3Storage":
+    def from_url(cls, url: str, config: S3Config) -> S3Storage:
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
             raise StorageUnavailable(f"LIPSYNCD_STORAGE_URL {url!r} is not of the form s3://bucket/prefix")

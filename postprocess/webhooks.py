@@ -9,9 +9,10 @@ import logging
 import random
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Protocol
+from typing import Protocol
 
 import httpx
 from google.protobuf.message import DecodeError
@@ -28,8 +29,8 @@ from proto.addresses import (
     HostUnresolvable,
     Resolver,
     pinned_request_parts,
-    resolve_allowed_address,
     refusal_text,
+    resolve_allowed_address,
     resolve_host,
 )
 from proto.sealed import SealBroken, seal, unseal
@@ -280,7 +281,7 @@ class WebhookDispatcher:
                 outcomes = await asyncio.gather(
                     *(self.handle(msg) for msg in msgs), return_exceptions=True
                 )
-                for msg, outcome in zip(msgs, outcomes):
+                for msg, outcome in zip(msgs, outcomes, strict=True):
                     if isinstance(outcome, BaseException):  # e.g. the ack was lost
                         log.error("webhook message %s not settled (JetStream will redeliver)",
                                   msg.subject, exc_info=outcome)

@@ -28,7 +28,7 @@ class CropBox:
         """Whole-pixel corner and side: the crop maps onto frame pixels by a plain resize."""
         return float(self.x0).is_integer() and float(self.y0).is_integer() and float(self.side).is_integer()
 
-    def snapped(self) -> "CropBox":
+    def snapped(self) -> CropBox:
         """The nearest integral box (corner and side rounded to whole pixels)."""
         return CropBox(x0=float(round(self.x0)), y0=float(round(self.y0)), side=float(max(1, round(self.side))),
                        size=self.size)

@@ -93,7 +93,7 @@ class RawTrack:
         self._block = np.zeros(0, np.float32)
         self._block_start = 0
 
-    def fit(self, size: int) -> "RawTrack":
+    def fit(self, size: int) -> RawTrack:
         """The same samples padded with silence or cut to exactly `size`."""
         return RawTrack(self.path, size, self.scale)
 

@@ -9,8 +9,8 @@ from typing import Any
 import av
 import av.container
 
-from preprocess.sniff import SNIFF_BYTES, sniff_format
 from preprocess.errors import MediaError
+from preprocess.sniff import SNIFF_BYTES, sniff_format
 from proto.vocabulary import ErrorCode
 
 # Sniffed format (as the fetcher names it) -> FFmpeg demuxer.

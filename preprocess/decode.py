@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import subprocess
@@ -119,7 +120,7 @@ class VideoDecoder:
         assert self._child.stdout is not None
         _widen_pipe(self._child.stdout.fileno())
 
-    def __enter__(self) -> "VideoDecoder":
+    def __enter__(self) -> VideoDecoder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,6 +129,8 @@ class VideoDecoder:
     def frames(self, path: Path, fps: float, size: tuple[int, int], rotation_deg: int = 0) -> Iterator[np.ndarray]:
         child = self._child
         assert child.stdin is not None and child.stdout is not None
+        stdout = child.stdout
+        assert isinstance(stdout, io.BufferedReader)  # Popen's default buffering: it has readinto
         request = {"path": str(path), "fps": fps, "size": list(size), "rotation_deg": rotation_deg}
         try:
             child.stdin.write(json.dumps(request).encode() + b"\n")
@@ -140,7 +143,7 @@ class VideoDecoder:
                 frame = np.empty((size[1], size[0], 3), np.uint8)
                 view, filled = memoryview(frame.data).cast("B"), 0
                 while filled < frame_bytes:
-                    count = child.stdout.readinto(view[filled:])
+                    count = stdout.readinto(view[filled:])
                     if not count:
                         break
                     filled += count

@@ -15,6 +15,7 @@ import sys
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 PROBE_TIMEOUT_S = 60.0
 
@@ -176,6 +177,7 @@ def serve() -> None:
     os.dup2(2, 1)
     for request in sys.stdin:
         kind, _, path = request.rstrip("\n").partition("\t")
+        answer: dict[str, Any]
         try:
             answer = {"info": asdict(probe_in_process(Path(path), kind))}
         except Exception as exc:  # noqa: BLE001 - every failure is the file's, reported to the parent

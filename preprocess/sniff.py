@@ -2,8 +2,8 @@
 input role accepts. Used by the input fetcher before any decoder sees the file."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
-from typing import Mapping
 
 
 class MediaKind(str, Enum):

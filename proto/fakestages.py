@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from proto.stages import (
+from .stages import (
     DEFAULT_MAX_FACES,
     N_LANDMARKS,
     N_MOUTH_PARAMS,

@@ -14,39 +14,69 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from proto import lipsync_pb2
 from proto.urlsign import UrlSigner
 from proto.vocabulary import ErrorCode, JobStatus
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """What is known about one job, from whichever side reads it."""
+_Outcome = TypeVar("_Outcome", bound="JobOutcome")
 
-    id: str
-    model: str
+
+@dataclass(frozen=True, kw_only=True)
+class JobOutcome:
+    """Where a job stands or how it ended: the part of a job that a JobStatus message reports
+    (`from_status`, the one reading of those fields), for the job object and for settlement."""
+
     status: str
-    seed: int
-    form_state_json: str
-    created_at_ms: int
     output_key: str = ""
     error: str = ""
     error_code: str = ""
     execution_time_ms: int | None = None
     timings_ms: Mapping[str, int] = field(default_factory=dict)
     completed_at_ms: int | None = None
-    progress: float = 0.0
-    stage: str = ""
     # What the service measured on its own output (quality_object), when completed.
     quality: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_status(cls: type[_Outcome], status: lipsync_pb2.JobStatus, **more: Any) -> _Outcome:
+        """This type from a JobStatus (zero numbers read as absent), `more` fields added."""
+        return cls(**outcome_fields(status), **more)
+
+
+def outcome_fields(status: lipsync_pb2.JobStatus) -> dict[str, Any]:
+    """JobOutcome's fields as a JobStatus reports them (for `dataclasses.replace` too)."""
+    return {
+        "status": status.status,
+        "output_key": status.output_key,
+        "error": status.error,
+        "error_code": status.error_code,
+        "execution_time_ms": status.execution_time_ms or None,
+        "timings_ms": dict(status.timings_ms),
+        "completed_at_ms": status.completed_at_ms or None,
+        "quality": quality_object(status),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord(JobOutcome):
+    """What is known about one job, from whichever side reads it."""
+
+    id: str
+    model: str
+    seed: int
+    form_state_json: str
+    created_at_ms: int
+    progress: float = 0.0
+    stage: str = ""
 
 
 def ms_from_datetime(value: dt.datetime) -> int:
     """Integer milliseconds since the epoch (naive datetimes are UTC), truncated, no floats."""
-    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
     delta = aware - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
@@ -63,7 +93,7 @@ def iso_from_ms(ms: int | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
-def quality_object(status: Any) -> dict[str, Any] | None:
+def quality_object(status: lipsync_pb2.JobStatus) -> dict[str, Any] | None:
     """The job object's `quality` value from a JobStatus's `quality` message (None until the
     job measured its output): sync offset in frames and its confidence, faces found / frames."""
     if not status.HasField("quality"):

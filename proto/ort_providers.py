@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUE
 CPU = "CPUExecutionProvider"
 
 
-def preferred_providers(environ: dict[str, str] | None = None) -> list[str]:
+def preferred_providers(environ: Mapping[str, str] | None = None) -> list[str]:
     """The configured order: LIPSYNCD_ORT_PROVIDERS, else TensorRT, CUDA, CPU."""
     raw = (os.environ if environ is None else environ).get(PROVIDERS_ENV, "")
     names = [part.strip() for part in raw.split(",") if part.strip()]
@@ -40,7 +40,7 @@ def choose_providers(preferred: Sequence[str], available: Sequence[str]) -> list
     return [*dict.fromkeys(chosen), CPU]
 
 
-def session_providers(environ: dict[str, str] | None = None) -> list[Any]:
+def session_providers(environ: Mapping[str, str] | None = None) -> list[Any]:
     """Providers for ort.InferenceSession(..., providers=...), with TensorRT's engine cache
     (LIPSYNCD_TRT_CACHE_DIR, e.g. the plans `make engines` built) when TensorRT is chosen."""
     env = os.environ if environ is None else environ

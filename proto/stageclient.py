@@ -17,7 +17,7 @@ import tritonclient.grpc as grpc_sync
 import tritonclient.grpc.aio as grpc_aio
 from tritonclient.utils import InferenceServerException
 
-from proto.stages import STAGE_MODELS, StageRequestError, StageUnavailable, contract
+from .stages import STAGE_MODELS, StageRequestError, StageUnavailable, contract
 
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 DEFAULT_TIMEOUT_S = 300.0

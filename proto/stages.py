@@ -55,7 +55,7 @@ class Tensor:
         if array.dtype != self.dtype:
             return f"{self.name}: dtype {array.dtype} where {self.dtype} ({self.datatype}) is expected"
         if array.ndim != len(self.shape) or any(
-            want not in (-1, got) for want, got in zip(self.shape, array.shape)
+            want not in (-1, got) for want, got in zip(self.shape, array.shape, strict=True)
         ):
             wanted = "[" + ", ".join("*" if d == -1 else str(d) for d in self.shape) + "]"
             return f"{self.name}: shape {list(array.shape)} where {wanted} is expected"

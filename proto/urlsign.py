@@ -48,7 +48,7 @@ class UrlSigner:
     def sign(self, key: str, ttl_s: int, now_s: float | None = None) -> SignedUrl:
         """The link for `key`, valid for at least `ttl_s` (expiry rounded up to the hour)."""
         expires = rounded_expiry(ttl_s, now_s)
-        return SignedUrl(self.url_until(key, expires), dt.datetime.fromtimestamp(expires, dt.UTC))
+        return SignedUrl(self.url_until(key, expires), dt.datetime.fromtimestamp(expires, dt.timezone.utc))
 
     def verify(self, key: str, expires: int | str, signature: str, now_s: float | None = None) -> bool:
         """True if `signature` was made for this key and expiry and `expires` has not passed."""

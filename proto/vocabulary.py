@@ -13,7 +13,9 @@ class _Word(str, Enum):
     def __str__(self) -> str:
         return str(self.value)
 
-    __format__ = str.__format__
+    def __format__(self, format_spec: str) -> str:
+        return format(str(self.value), format_spec)
+
     __hash__ = str.__hash__  # Enum hashes the member name: "480p" in a set must find P480
 
 

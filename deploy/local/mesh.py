@@ -37,6 +37,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
 from proto.topology import NATS_PERMISSIONS  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 300.0
 MAX_RESTARTS = 5
@@ -363,7 +365,7 @@ def main() -> None:
                 "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS], env=triton_env)
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
         for n, (_, http, _) in enumerate(triton_ports, start=1):
-            mesh.wait_for(f"tritonserver {n}", lambda http=http: _http_ok(f"http://127.0.0.1:{http}/v2/health/ready"))
+            mesh.wait_for(f"tritonserver {n}", partial(_http_ok, f"http://127.0.0.1:{http}/v2/health/ready"))
         for n in range(1, scale.orchestrators + 1):
             mesh.start(f"orchestrator-{n}", [sys.executable, "-m", "orchestrator.main"],
                        env={**MALLOC_ENV, **env, **orchestrator_nats})
@@ -373,7 +375,7 @@ def main() -> None:
                 gateway_env.update({"PORT": str(port), "LIPSYNCD_HOST": "127.0.0.1"})
             mesh.start(f"gateway-{n}", [sys.executable, "-m", "gateway"], env=gateway_env)
         for port in gateway_ports:
-            mesh.wait_for(f"gateway on port {port}", lambda port=port: _http_ok(f"http://127.0.0.1:{port}/readyz"))
+            mesh.wait_for(f"gateway on port {port}", partial(_http_ok, f"http://127.0.0.1:{port}/readyz"))
         if scale.gateways > 1:
             mesh.start("proxy", [sys.executable, str(ROOT / "deploy" / "local" / "proxy.py"),
                                  "--listen", f"0.0.0.0:{ports.gateway}",

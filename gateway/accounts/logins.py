@@ -102,7 +102,7 @@ def retry_after_s(
         select(LoginFailure.key, LoginFailure.failures, LoginFailure.window_ends_at)
         .where(LoginFailure.key.in_(keys), LoginFailure.window_ends_at > now)
     ).all()
-    limit_of = dict(zip(keys, limits))
+    limit_of = dict(zip(keys, limits, strict=True))
     waits = [
         math.ceil((ends_at - now).total_seconds())
         for key, failures, ends_at in rows

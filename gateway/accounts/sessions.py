@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
+from gateway.accounts.principal import Principal
 from gateway.models import Account, Session, utcnow
 
 SESSION_COOKIE = "lipsyncd_session"
@@ -43,6 +44,12 @@ def resolve_session(db: DbSession, token: str) -> Account | None:
     if row is None or row[0].expires_at <= utcnow():
         return None
     return row[1]
+
+
+def session_principal(db: DbSession, token: str) -> Principal | None:
+    """Who a session token stands for (dashboard credits), or None if unknown or expired."""
+    account = resolve_session(db, token)
+    return None if account is None else Principal(account.id, account.email, account.plan, "app")
 
 
 def end_session(db: DbSession, token: str) -> None:

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 
 from gateway.accounts import keys, logins, sessions
 from gateway.api.deps import Ctx, SessionUser
-from gateway.web.security import check_cookie_request
 from gateway.api.errors import ApiError, invalid_request, not_found
-from gateway.context import GatewayContext
 from gateway.billing import ledger
+from gateway.context import GatewayContext
 from gateway.jobs import iso_utc
 from gateway.models import Account, ApiKey
+from gateway.web.security import check_cookie_request
 from proto.vocabulary import ErrorCode
 
 router = APIRouter(tags=["account"])

@@ -7,6 +7,7 @@ import json
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from proto.vocabulary import ErrorCode
 
 UPLOAD_PATH = "/api/v1/uploads"

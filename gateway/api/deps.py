@@ -51,13 +51,7 @@ async def _from_api_key(ctx: GatewayContext, token: str) -> Principal | None:
 
 
 async def _from_session(ctx: GatewayContext, token: str) -> Principal | None:
-    def lookup(session: Session) -> Principal | None:
-        account = sessions.resolve_session(session, token)
-        if account is None:
-            return None
-        return Principal(account.id, account.email, account.plan, "app")
-
-    return await ctx.db.run_async(lookup)
+    return await ctx.db.run_async(lambda session: sessions.session_principal(session, token))
 
 
 def _bearer(authorization: str | None) -> str | None:

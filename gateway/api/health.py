@@ -16,11 +16,10 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.deps import Ctx
+from proto.stages import STAGE_MODELS
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-
-STAGE_MODELS = ("audio_features", "face_detection", "generator")
 
 
 @router.get("/healthz")
@@ -66,7 +65,7 @@ async def stages_ready(ctx: Ctx) -> JSONResponse:
             _ready(client, "/v2/health/ready"),
             *(_ready(client, f"/v2/models/{name}/ready") for name in STAGE_MODELS),
         )
-    checks: dict[str, Any] = {"triton": server, "models": dict(zip(STAGE_MODELS, models))}
+    checks: dict[str, Any] = {"triton": server, "models": dict(zip(STAGE_MODELS, models, strict=True))}
     not_ready = [] if server else ["triton"]
     not_ready += [f"model {name}" for name, ok in checks["models"].items() if not ok]
     body = {"ready": not not_ready, "not_ready": not_ready, "checks": checks}

@@ -70,7 +70,7 @@ class MultiFormState(FormStateBase):
     order: Order | None = None
 
     @model_validator(mode="after")
-    def _check_voices(self) -> "MultiFormState":
+    def _check_voices(self) -> MultiFormState:
         if self.audios is not None:
             if self.left_audio or self.right_audio:
                 raise _field_error("audios", "give either audios or left_audio/right_audio")

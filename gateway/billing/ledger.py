@@ -5,12 +5,15 @@ release), enforced by a UNIQUE constraint, so a redelivered event cannot settle 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.models import Account, LedgerEntry, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 CreditKind = Literal["api", "app"]
 CREDIT_KINDS: tuple[CreditKind, ...] = ("api", "app")
@@ -70,12 +73,12 @@ def _take(session: Session, account_id: str, credit_kind: str, credits: int) -> 
     """Debit only if the balance covers it: one statement, so concurrent debits serialise
     on the row and the loser sees the new balance."""
     column = _balance_column(credit_kind)
-    result = session.execute(
+    result = cast("CursorResult[Any]", session.execute(  # an UPDATE answers a CursorResult
         update(Account)
         .where(Account.id == account_id, column >= credits)
         .values({column: column - credits})
         .execution_options(synchronize_session=False)
-    )
+    ))
     return result.rowcount == 1
 
 

@@ -3,10 +3,10 @@ completion, release on failure or cancel. Each function is one database transact
 worth of work and is safe to repeat (a redelivered event finds the job already final)."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from gateway.billing import ledger
 from gateway.billing.pricing import PriceTable
 from gateway.models import Job, utcnow
 from proto import lipsync_pb2
-from proto.jobobject import datetime_from_ms, quality_object
+from proto.jobobject import JobOutcome, datetime_from_ms
 from proto.vocabulary import TERMINAL_STATUSES, ErrorCode, JobStatus
 
 log = logging.getLogger(__name__)
@@ -27,44 +27,27 @@ FAILED = JobStatus.FAILED
 CANCELED = JobStatus.CANCELED
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a job ended, as the gateway records it."""
+@dataclass(frozen=True, kw_only=True)
+class Outcome(JobOutcome):
+    """How a job ended, as the gateway records it: the job's outcome plus the output's
+    duration, which settles the price."""
 
-    status: str
-    output_key: str = ""
-    error: str = ""
-    error_code: str = ""
-    execution_time_ms: int | None = None
-    timings_ms: dict[str, int] = field(default_factory=dict)
     output_duration_s: float | None = None
-    completed_at: dt.datetime | None = None
-    quality: dict[str, Any] | None = None
 
     @classmethod
-    def from_status(cls, status: lipsync_pb2.JobStatus) -> "Outcome":
-        completed_at = datetime_from_ms(status.completed_at_ms) if status.completed_at_ms else None
-        return cls(
-            status=status.status,
-            output_key=status.output_key,
-            error=status.error,
-            error_code=status.error_code,
-            execution_time_ms=status.execution_time_ms or None,
-            timings_ms=dict(status.timings_ms),
-            output_duration_s=status.output_duration_s or None,
-            completed_at=completed_at,
-            quality=quality_object(status),
-        )
+    def from_status(cls, status: lipsync_pb2.JobStatus, **more: Any) -> Outcome:
+        more.setdefault("output_duration_s", status.output_duration_s or None)
+        return super().from_status(status, **more)
 
 
 QUALITY_KEY = "quality"  # kept beside the timings in the job row's timings_json (no column of its own yet)
 
 
-def timings_record(timings_ms: dict[str, int], quality: dict[str, Any] | None) -> str | None:
+def timings_record(timings_ms: Mapping[str, int], quality: Mapping[str, Any] | None) -> str | None:
     """The stored timings_json: the stage timings, and the quality block under QUALITY_KEY."""
     record: dict[str, Any] = dict(timings_ms)
     if quality is not None:
-        record[QUALITY_KEY] = quality
+        record[QUALITY_KEY] = dict(quality)
     return json.dumps(record) if record else None
 
 
@@ -106,9 +89,9 @@ def settle(session: Session, prices: PriceTable, job_id: str, outcome: Outcome) 
     else:
         ledger.release(session, job.account_id, job.credit_kind, job.id, job.reserved_credits)
         job.error = outcome.error
-        job.error_code = outcome.error_code or (CANCELED if outcome.status == CANCELED else "")
+        job.error_code = outcome.error_code or (ErrorCode.CANCELED if outcome.status == CANCELED else "")
     job.status = outcome.status
-    job.completed_at = outcome.completed_at or utcnow()
+    job.completed_at = datetime_from_ms(outcome.completed_at_ms) if outcome.completed_at_ms else utcnow()
     return True
 
 

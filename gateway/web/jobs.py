@@ -7,15 +7,15 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from starlette.datastructures import UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from gateway import jobs, outputs
 from gateway.accounts.principal import Principal
 from gateway.api import uploads
 from gateway.api.errors import ApiError
-from gateway.api.schemas import ImageFormState, MultiFormState, VideoFormState
+from gateway.api.schemas import FormStateBase, ImageFormState, MultiFormState, VideoFormState
 from gateway.models import Account
 from gateway.web.i18n import locale_for
 from gateway.web.render import render
@@ -25,7 +25,7 @@ from proto.vocabulary import ErrorCode
 router = APIRouter(include_in_schema=False)
 
 JOBS_PER_PAGE = 50
-FORM_STATES = {
+FORM_STATES: dict[str, type[FormStateBase]] = {
     "lipsync-image": ImageFormState,
     "lipsync-video": VideoFormState,
     "lipsync-image-multi": MultiFormState,

@@ -2,7 +2,7 @@
 revoke, through the same `gateway.accounts.keys` functions as the JSON endpoints."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -14,7 +14,7 @@ from gateway.web.security import WebUser, check_csrf, context_of
 router = APIRouter(include_in_schema=False)
 
 
-async def _page(request: Request, user: WebUser, **extra: object) -> Response:
+async def _page(request: Request, user: WebUser, **extra: Any) -> Response:
     ctx = context_of(request)
     rows = await ctx.db.run_async(lambda s: keys.list_keys(s, user.account_id))
     return render(request, "keys.html", user, title="API keys", keys=rows, **extra)

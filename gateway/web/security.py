@@ -10,7 +10,6 @@ from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request, Response
-from sqlalchemy.orm import Session
 
 from gateway.accounts import sessions
 from gateway.accounts.principal import Principal
@@ -43,15 +42,7 @@ async def session_user(request: Request) -> Principal | None:
     token = request.cookies.get(sessions.SESSION_COOKIE)
     if not token:
         return None
-    ctx = context_of(request)
-
-    def lookup(session: Session) -> Principal | None:
-        account = sessions.resolve_session(session, token)
-        if account is None:
-            return None
-        return Principal(account.id, account.email, account.plan, "app")
-
-    return await ctx.db.run_async(lookup)
+    return await context_of(request).db.run_async(lambda session: sessions.session_principal(session, token))
 
 
 async def require_web_user(request: Request) -> Principal:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from gateway import deliveries
 from gateway.accounts import users
-from gateway.models import Account
+from gateway.models import Account, WebhookAttemptRow
 from gateway.web.render import render
 from gateway.web.security import WebUser, check_csrf, context_of
 
@@ -22,7 +22,7 @@ FormText = Annotated[str, Form()]
 async def _page(request: Request, user: WebUser, status_code: int = 200, **extra: object) -> Response:
     ctx = context_of(request)
 
-    def read(session: Session) -> tuple[Account, list[deliveries.WebhookAttemptRow]]:
+    def read(session: Session) -> tuple[Account, list[WebhookAttemptRow]]:
         account = session.get(Account, user.account_id)
         assert account is not None
         return account, deliveries.recent_attempts(session, account.id)

@@ -42,7 +42,7 @@ class GraphBuilder:
     A child builder (`branch`) collects the nodes of an If subgraph; names stay unique and
     constants live in the root graph (subgraphs may read outer-scope values)."""
 
-    def __init__(self, parent: "GraphBuilder | None" = None) -> None:
+    def __init__(self, parent: GraphBuilder | None = None) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.root: GraphBuilder = parent.root if parent is not None else self
         self.initializers: list[onnx.TensorProto] = []
@@ -69,8 +69,8 @@ class GraphBuilder:
         """A 1-D tensor of `count` values -> `count` tensors of shape [1] (one node, no Gathers)."""
         return self.op_multi("Split", a, outputs=count, axis=0, num_outputs=count)
 
-    def branch(self, condition: str, then: "Callable[[GraphBuilder], str]",
-               otherwise: "str | Callable[[GraphBuilder], str]") -> str:
+    def branch(self, condition: str, then: Callable[[GraphBuilder], str],
+               otherwise: str | Callable[[GraphBuilder], str]) -> str:
         """If(condition) then `then(child)` else `otherwise` (a value or a body): skipped layers cost nothing."""
         results = []
         other = otherwise if callable(otherwise) else (lambda child: child.op("Identity", otherwise))
@@ -171,7 +171,7 @@ def band_layer(g: GraphBuilder, image: str, name: str, full_hw: str) -> str:
     roi, params, colours = f"{name}_roi", f"{name}_params", f"{name}_colours"
     u, v = roi_coordinates(g, roi, f"{name}_affine")
     top, bot = curve_pair(g, u, f"{name}_curves", 1, [-1])
-    prm = dict(zip(spec.BAND_PARAMS, g.split(params, len(spec.BAND_PARAMS))))
+    prm = dict(zip(spec.BAND_PARAMS, g.split(params, len(spec.BAND_PARAMS)), strict=True))
     grow_top = g.div(g.add(g.sub(v, top), prm["grow_top_px"]), prm["feather_top_px"])
     inside = g.mul(g.clip01(grow_top), g.clip01(g.add(g.sub(bot, v), prm["grow_bottom_px"])))
     height = g.sub(bot, top)

@@ -7,8 +7,13 @@
   frame shows (Video Rewrite re-synthesis), or a parametric mouth where none fits;
 - `render`: transplant (or render) the mouths at the source's own resolution, paste, encode.
 """
-from orchestrator.dubbing.references import (PARAMETRIC, choose_references, library_sample, shown_opening,
-                                             source_library)
+from orchestrator.dubbing.references import (
+    PARAMETRIC,
+    choose_references,
+    library_sample,
+    shown_opening,
+    source_library,
+)
 from orchestrator.dubbing.render import render_dub
 from orchestrator.dubbing.timeline import LIBRARY_MIN_FRAMES, SYNC_MODES, frames_to_track, timeline
 from orchestrator.dubbing.tracking import TRACK_BATCH, SourceVideo, track_video

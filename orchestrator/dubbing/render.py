@@ -42,7 +42,7 @@ def _smoothed_boxes(faces: list[DetectedFace | None], max_side: int = DUB_CROP_M
             run.append(i)
         elif run:
             smooth = smooth_boxes([boxes[j] for j in run])  # type: ignore[misc]
-            for j, box in zip(run, smooth):
+            for j, box in zip(run, smooth, strict=True):
                 boxes[j] = box
             run = []
     return boxes
@@ -135,7 +135,7 @@ class _DubBatches:
         for k in range(start, stop):
             frame = self.source.frames[self.order[k]]  # a new array: pasted on in place
             if k in rendered:
-                _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])  # type: ignore[arg-type]
+                _paste_changed(frame, rendered[k][0], rendered[k][1], self.boxes[self.order[k]])
             writer.write(frame)
 
 

@@ -75,7 +75,7 @@ async def track_video(
 
     def decode_batch() -> np.ndarray:
         """Decode up to TRACK_BATCH frames and append them to the store; [count, H, W, 3]."""
-        batch = []
+        batch: list[np.ndarray] = []
         while len(batch) < TRACK_BATCH and store.count + len(batch) < capacity:
             frame = next(source, None)
             if frame is None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.stages import StageUnavailable, TritonStages
+from orchestrator.stages import TritonStages
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.decode import iter_video_frames
+from proto.stages import StageUnavailable
 from tests.integration.fixtures_triton import TritonServer
 from tests.media import media_file
 

@@ -2,7 +2,9 @@
 through the orchestrator's typed client, as internal teams would call them."""
 from __future__ import annotations
 
+import json
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from proto.stageclient import StageClient, stage_error
 from proto.stages import StageRequestError
 from tests.integration.fixtures_triton import TritonServer
 from tests.media import media_file
+from tests.stages_wheel import installed_stages_python, run_outside
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,9 +104,9 @@ async def test_generator_opens_the_mouth_it_is_asked_to_open(stages: TritonStage
     assert np.abs(opened - closed).mean() > 10  # the mouth region really changed
 
 
-def _readme_snippet() -> str:
+def _readme_snippet(section: str = "## Calling a stage directly") -> str:
     readme = (ROOT / "model_repository" / "README.md").read_text()
-    return re.search(r"## Calling a stage directly.*?```python\n(.*?)```", readme, re.DOTALL).group(1)  # type: ignore[union-attr]
+    return re.search(re.escape(section) + r".*?```python\n(.*?)```", readme, re.DOTALL).group(1)  # type: ignore[union-attr]
 
 
 def test_the_readme_snippet_runs_against_triton(triton: TritonServer) -> None:
@@ -114,6 +117,21 @@ def test_the_readme_snippet_runs_against_triton(triton: TritonServer) -> None:
     exec(compile(snippet.replace('"127.0.0.1:8011"', repr(host_port)), "README.md", "exec"), namespace)  # noqa: S102
     params = namespace["mouth_params"]
     assert isinstance(params, np.ndarray) and params.shape == (25, 8) and params.dtype == np.float32
+
+
+def test_the_installed_wheel_runs_the_readme_snippet_against_triton(triton: TritonServer, tmp_path: Path) -> None:
+    """The `lipsyncd-stages` wheel in a fresh venv, away from the repository (no orchestrator)."""
+    snippet = _readme_snippet("### Without this repository")
+    assert "from lipsyncd_stages import StageClient" in snippet and len(snippet.strip().splitlines()) <= 6
+    host_port = triton.grpc_url.removeprefix("grpc://")
+    code = snippet.replace('"127.0.0.1:8011"', repr(host_port)) + textwrap.dedent("""
+        import json, sys
+        print(json.dumps({"shape": list(mouth_params.shape), "dtype": str(mouth_params.dtype),
+                          "orchestrator": "orchestrator" in sys.modules, "proto": "proto.stages" in sys.modules}))
+        """)
+    done = run_outside(installed_stages_python(tmp_path), code, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"shape": [25, 8], "dtype": "float32", "orchestrator": False, "proto": False}
 
 
 def test_sync_client_reads_instances_and_tells_request_errors(triton: TritonServer) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from orchestrator.stages import AudioFeatures, StageUnavailable
+from orchestrator.stages import AudioFeatures
 from orchestrator.triton_pool import PoolSettings, TritonPool
+from proto.stages import StageUnavailable
 
 
 class FakeServer:

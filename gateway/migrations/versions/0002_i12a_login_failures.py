@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0002_i12a'
 down_revision = '0002_i13a'
 branch_labels = None

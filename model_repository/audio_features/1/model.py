@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from mouthcues.acoustics import SAMPLE_RATE_HZ  # noqa: E402
-from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
+from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 
 log = logging.getLogger(__name__)
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig

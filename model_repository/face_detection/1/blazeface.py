@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from proto.ort_providers import session_providers
 
 from imagewarp import RotatedRect, sample_rect
+from proto.ort_providers import session_providers
 
 SCORE_CLIP = 100.0
 NMS_IOU = 0.3

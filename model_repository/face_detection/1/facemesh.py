@@ -15,10 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from proto.ort_providers import session_providers
 
-from blazeface import FULL_RANGE, SHORT_RANGE, BlazeFaceDetector, Detection, iou, merge_detections, tile_regions
+from blazeface import (
+    FULL_RANGE,
+    SHORT_RANGE,
+    BlazeFaceDetector,
+    Detection,
+    iou,
+    merge_detections,
+    tile_regions,
+)
 from imagewarp import RotatedRect, sample_rect
+from proto.ort_providers import session_providers
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ least MIN_CLOSURE_FRAMES frames are shut, so every closure is seen.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,8 +10,8 @@ frames, `closures.py`) so that short /p b m/ are never smoothed away.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.signal import filtfilt

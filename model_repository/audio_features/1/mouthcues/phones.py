@@ -11,8 +11,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported for real only when a decoder is built
+    import pocketsphinx
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class DecoderSettings:
 WARM_UP_PCM = (np.random.default_rng(0).standard_normal(SAMPLE_RATE_HZ) * 300).astype(np.int16).tobytes()
 
 
-def fresh_start(decoder: "pocketsphinx.Decoder") -> None:
+def fresh_start(decoder: pocketsphinx.Decoder) -> None:
     """Reset the feature front end before an utterance: PocketSphinx otherwise carries its
     state from one utterance into the next, so the same audio could come out as other phones
     after other requests. (A decoder's very first utterance differs from all later ones
@@ -54,7 +58,7 @@ def fresh_start(decoder: "pocketsphinx.Decoder") -> None:
     decoder.reinit_feat()
 
 
-def warm_up(decoder: "pocketsphinx.Decoder") -> None:
+def warm_up(decoder: pocketsphinx.Decoder) -> None:
     decoder.start_utt()
     decoder.process_raw(WARM_UP_PCM, full_utt=True)
     decoder.end_utt()

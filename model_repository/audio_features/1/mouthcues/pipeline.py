@@ -9,8 +9,8 @@ are placed on the video frames at their own time, held long enough to be seen.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -23,20 +23,13 @@ from .coarticulation import (
     smooth_critically_damped,
 )
 from .phones import PhoneSegment
-from .recognition import PhoneDecoding, PhoneRecognizer
-from .visemes import CLOSURE, JAW, LIP_OPEN, LIP_ROUND, LIP_WIDTH, N_SHAPE, TEETH, TONGUE
+from .recognition import PhoneRecognizer
+from .visemes import CLOSURE, JAW, LIP_OPEN, LIP_ROUND, LIP_WIDTH, N_SHAPE, SHAPE_PARAMS, TEETH, TONGUE
 
-MOUTH_PARAMS: tuple[str, ...] = (
-    "jaw_open",
-    "lip_open",
-    "lip_width",
-    "lip_round",
-    "closure",
-    "teeth",
-    "tongue",
-    "activity",
-)
-ACTIVITY = 7
+# The stage's output columns (proto/stages.py MOUTH_PARAMS, checked by test_stage_contracts):
+# the viseme shape columns, then how active the speech is.
+MOUTH_PARAMS: tuple[str, ...] = (*SHAPE_PARAMS, "activity")
+ACTIVITY = MOUTH_PARAMS.index("activity")
 LEAD_S = 0.04  # the mouth shape is shown this much before the sound it belongs to
 PHONE_WEIGHT = 0.65  # share of the phone tracks where allphone decoding hears speech phones
 ALIGNED_PHONE_WEIGHT = 0.8  # and where the phones are word-aligned (exact)

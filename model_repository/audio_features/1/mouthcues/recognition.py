@@ -47,7 +47,7 @@ class PhoneRecognizer:
         hop = SAMPLE_RATE_HZ // FRAME_RATE_HZ
         segments: list[PhoneSegment] = []
         spans: list[tuple[float, float]] = []
-        for first, last in zip(cut_frames[:-1], cut_frames[1:]):
+        for first, last in zip(cut_frames[:-1], cut_frames[1:], strict=True):
             piece = audio[first * hop : last * hop]
             offset_s = first / FRAME_RATE_HZ
             if self._aligner is not None:

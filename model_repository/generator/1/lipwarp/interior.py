@@ -91,7 +91,7 @@ def resample(polyline: np.ndarray, count: int = spec.CURVE_SEGMENTS + 1) -> np.n
     return np.stack([np.interp(idx, base, polyline[:, 0]), np.interp(idx, base, polyline[:, 1])], axis=1)
 
 
-def band_feeds(name: str, layer: "MouthLayer", params: dict[str, float], colours: np.ndarray) -> dict[str, np.ndarray]:
+def band_feeds(name: str, layer: MouthLayer, params: dict[str, float], colours: np.ndarray) -> dict[str, np.ndarray]:
     vec = np.array([params[key] for key in spec.BAND_PARAMS], dtype=np.float32)
     return {f"{name}_roi": layer.roi, f"{name}_affine": layer.affine[None], f"{name}_curves": layer.curves[None],
             f"{name}_params": vec, f"{name}_colours": np.asarray(colours, dtype=np.float32)}

@@ -63,7 +63,7 @@ def _lid_extents(image: np.ndarray, upper: np.ndarray, down: np.ndarray, iod: fl
 def eye_lids(image: np.ndarray, landmarks: np.ndarray, frame: FaceFrame) -> EyeLids:
     lm, iod = landmarks[:, :2].astype(np.float64), frame.iod_px
     affines, curves, params, outlines, axes = [], [], [], [], []
-    for (upper_ids, lower_ids), brow in zip(EYE_CONTOURS, BROW_LOWER):
+    for (upper_ids, lower_ids), brow in zip(EYE_CONTOURS, BROW_LOWER, strict=True):
         upper, lower = resample(lm[list(upper_ids)]), resample(lm[list(lower_ids)])
         axis = (upper[-1] - upper[0]) / max(float(np.linalg.norm(upper[-1] - upper[0])), 1e-6)
         down = np.array([-axis[1], axis[0]])

@@ -17,14 +17,31 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from proto.ort_providers import session_providers
 
 from lipwarp import graphspec as spec
 from lipwarp.field import fit_fields
-from lipwarp.interior import FacePalette, MouthLayers, face_palette, interior_vectors, mouth_fill_feeds, mouth_layers
+from lipwarp.interior import (
+    FacePalette,
+    MouthLayers,
+    face_palette,
+    interior_vectors,
+    mouth_fill_feeds,
+    mouth_layers,
+)
 from lipwarp.lids import EyeLids, eye_lids
-from lipwarp.shapes import (BLINK, HEAD_ROLL, TEETH, TONGUE, SourceShape, motion_rows, mouth_rows, move_with_head,
-                            source_shape, target_shapes)
+from lipwarp.shapes import (
+    BLINK,
+    HEAD_ROLL,
+    TEETH,
+    TONGUE,
+    SourceShape,
+    motion_rows,
+    mouth_rows,
+    move_with_head,
+    source_shape,
+    target_shapes,
+)
+from proto.ort_providers import session_providers
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +240,7 @@ class Renderer:
         half_w = layers.half_width_px
         rows = [_ellipses(layers.centre_px, layers.axis, 1.9 * half_w, 1.7 * half_w, open_strength, side)]
         c, s = np.cos(motion[:, HEAD_ROLL]), np.sin(motion[:, HEAD_ROLL])
-        for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes) if eyes else ():
+        for outline, axis in zip(prep.lids.outlines_px, prep.lids.axes, strict=True) if eyes else ():
             moved = move_with_head(outline, prep.shape, motion)
             half_eye = np.full(len(motion), 0.5 * float(np.ptp(outline @ axis)))
             rolled = np.stack([c * axis[0] - s * axis[1], s * axis[0] + c * axis[1]], axis=-1)

@@ -66,7 +66,7 @@ class SourceShape:
     border: np.ndarray  # [16, 2] fixed crop border
     pivot: np.ndarray  # [2] head roll pivot (below the chin)
     face_px: float  # forehead-to-chin length (head translation unit)
-    rig: "MouthRig"
+    rig: MouthRig
 
 
 def _smoothstep(x: np.ndarray | float) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Packaging of the `lipsyncd-stages` wheel (build.py)."""
