@@ -19,9 +19,6 @@ import numpy as np
 
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
-from orchestrator.dubbing.articulation import fit_speaker, source_speech, speaker_targets
-from orchestrator.dubbing import (choose_references, frames_to_track, render_dub, shown_opening, source_library,
-                                 timeline, track_video)
 from orchestrator.dubbing import (
     choose_references,
     frames_to_track,
@@ -31,6 +28,7 @@ from orchestrator.dubbing import (
     timeline,
     track_video,
 )
+from orchestrator.dubbing.articulation import fit_speaker, source_speech, speaker_targets
 from orchestrator.faces import MAX_FACES, scale_face, select_faces
 from orchestrator.fetch import Fetcher, FetchError, MediaKind
 from orchestrator.motion import plan_motion

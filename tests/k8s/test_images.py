@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 from dockerfile_parse import DockerfileParser
 
 from tests.k8s.chart import find, pod_spec, profile_values, render

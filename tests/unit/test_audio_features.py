@@ -16,12 +16,17 @@ STAGE_DIR = ROOT / "model_repository" / "audio_features" / "1"
 if str(STAGE_DIR) not in sys.path:
     sys.path.insert(0, str(STAGE_DIR))
 
-from preprocess.audio import loudness_gain  # noqa: E402
 from mouthcues.acoustics import analyse_audio, quiet_cut_points  # noqa: E402
 from mouthcues.closures import closure_frames, closure_intervals  # noqa: E402
 from mouthcues.phones import PhoneSegment  # noqa: E402
+from mouthcues.pipeline import (  # noqa: E402
+    MouthFeatures,
+    extract_mouth_features,
+    n_video_frames,
+    split_points,
+)
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
-from mouthcues.pipeline import MouthFeatures, extract_mouth_features, n_video_frames, split_points  # noqa: E402
+from preprocess.audio import loudness_gain  # noqa: E402
 from tests.media import media_file
 
 SAMPLE_RATE_HZ = 16_000

@@ -14,9 +14,9 @@ import pytest
 
 from tests.bench import triton_stats
 from tests.bench.http_load import RequestSpec, read_response
+from tests.bench.jobs import JobRun, JobSpec
 from tests.bench.media import speech_wav
 from tests.bench.memory import MemoryPeak, TreeSampler, descendants, tree_rss_bytes
-from tests.bench.jobs import JobRun, JobSpec
 from tests.bench.report import memory_section, overhead_of
 from tests.bench.stats import markdown_table, median, percentile, ratio
 from tests.media import media_dir, media_file

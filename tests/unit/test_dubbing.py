@@ -143,7 +143,6 @@ def tracked_video(tmp_path_factory: pytest.TempPathFactory) -> SourceVideo:
     if str(FACE_DIR) not in sys.path:
         sys.path.insert(0, str(FACE_DIR))
     from facemesh import FaceMesh
-
     from preprocess.decode import iter_video_frames
 
     mesh = FaceMesh(FACE_DIR)

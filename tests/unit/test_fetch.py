@@ -2,7 +2,6 @@
 fetcher driven through httpx.MockTransport with a fake resolver (no network)."""
 from __future__ import annotations
 
-
 import httpx
 import pytest
 

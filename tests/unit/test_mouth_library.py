@@ -11,7 +11,15 @@ import pytest
 from PIL import Image
 
 from orchestrator.mouth_library import (
-    CLOSURE, JAW, LIP_OPEN, N_PARAMS, Calibration, MouthLibrary, build_library, calibrate, measure_mouths,
+    CLOSURE,
+    JAW,
+    LIP_OPEN,
+    N_PARAMS,
+    Calibration,
+    MouthLibrary,
+    build_library,
+    calibrate,
+    measure_mouths,
 )
 from orchestrator.mouth_select import SelectionWeights, match_speaking_style, select_mouths
 from tests.media import media_file

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from orchestrator.jobobject import job_record
-from proto.jobobject import job_object
-from proto.urlsign import UrlSigner
 from orchestrator.quality import measure, sync_offset
 from proto import lipsync_pb2
+from proto.jobobject import job_object
+from proto.urlsign import UrlSigner
 
 SIGNER = UrlSigner(b"k" * 32, "http://127.0.0.1:1")
 
