@@ -187,18 +187,18 @@ def build_graph() -> onnx.ModelProto:
 
     flat_t, flat_r = planar(float_t), planar(float_r)
 
-    # 2. One bilinear sample of each image at base + upsampled offset.
-    def warp(flat: str, offset: str, cubic: bool) -> str:
+    # 2. One sample of each image at base + upsampled offset (target bilinear here, reference below).
+    def warp(flat: str, offset: str) -> str:
         up = _upsample(g, offset, 2, out_hw)
         px = g.op("Add", xs, g.op("Gather", up, g.const(0, np.int64), axis=0))
         py = g.op("Add", ys, g.op("Gather", up, g.const(1, np.int64), axis=0))
-        return (_sample_cubic if cubic else _sample)(g, flat, px, py, side_s, last, out_hw)
+        return _sample(g, flat, px, py, side_s, last, out_hw)
 
     # The target moves only around the jaw (whole-pixel offsets elsewhere): bilinear; the
     # reference's mouth is resampled bicubic, so teeth keep their edges, and only inside
     # reference_window (x0, y0, w, h): outside it the reference's share is 0, and zeros
     # stand in (half the window or more at native crop sizes: the 48-tap sample is the cost).
-    warped_t = warp(flat_t, "target_offset", cubic=False)
+    warped_t = warp(flat_t, "target_offset")
     up_r = _upsample(g, "reference_offset", 2, out_hw)
     x0_r, y0_r, w_r, h_r = g.split("reference_window", 4, axis=0)
     starts, sizes_r = g.op("Concat", y0_r, x0_r, axis=0), g.op("Concat", h_r, w_r, axis=0)
