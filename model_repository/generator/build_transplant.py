@@ -65,6 +65,13 @@ def _upsample(g: _Graph, coarse: str, channels: int, out_hw: str) -> str:
     return g.op("Squeeze", up, g.const([0], np.int64))
 
 
+def _channel_offsets(g: _Graph, side_i: str, rank: int) -> str:
+    """int64 [3, 1, ...] (rank dims): where each colour plane starts in the flattened planar image."""
+    side = g.op("Cast", side_i, to=TensorProto.INT64)
+    plane = g.op("Mul", side, side)
+    return g.op("Mul", g.const(np.arange(3, dtype=np.int64).reshape((3,) + (1,) * (rank - 1)), np.int64), plane)
+
+
 def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, out_hw: str) -> str:
     """Bilinear sample [3, H, W] of a planar S x S image flattened to [3*S*S] (float) at
     pixel-centre coordinates (edge clamped): the four taps of all three channels in one
@@ -79,10 +86,9 @@ def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, ou
     row0, row1 = g.op("Mul", y0, side_f), g.op("Mul", y1, side_f)
     taps = [g.op("Unsqueeze", g.op("Add", r, c), g.const([0], np.int64)) for r, c in
             ((row0, x0), (row0, x1), (row1, x0), (row1, x1))]
-    plane = g.op("Mul", side_f, side_f)
-    channel = g.op("Mul", g.const(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1)), plane)
-    index = g.op("Add", g.op("Unsqueeze", g.op("Concat", *taps, axis=0), g.const([0], np.int64)), channel)
-    flat_index = g.op("Reshape", g.op("Cast", index, to=TensorProto.INT64), g.const([-1], np.int64))
+    pixel = g.op("Cast", g.op("Concat", *taps, axis=0), to=TensorProto.INT64)  # [4, H, W], cast once
+    index = g.op("Add", g.op("Unsqueeze", pixel, g.const([0], np.int64)), _channel_offsets(g, side_i, 4))
+    flat_index = g.op("Reshape", index, g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
     shape = g.op("Concat", g.const([3, 4], np.int64), out_hw, axis=0)
     v00, v01, v10, v11 = (g.op("Squeeze", v, g.const([1], np.int64))
@@ -125,10 +131,9 @@ def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: s
     rows = stack([g.op("Clip", g.op("Add", y0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
     taps = g.op("Add", g.op("Unsqueeze", g.op("Mul", rows, side_f), g.const([1], np.int64)),
                 g.op("Unsqueeze", cols, first))  # [4 rows, 4 cols, H, W]
-    plane = g.op("Mul", side_f, side_f)
-    channel = g.op("Mul", g.const(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1, 1)), plane)
-    index = g.op("Add", g.op("Unsqueeze", taps, first), channel)  # [3, 4, 4, H, W]
-    flat_index = g.op("Reshape", g.op("Cast", index, to=TensorProto.INT64), g.const([-1], np.int64))
+    pixel = g.op("Cast", taps, to=TensorProto.INT64)  # cast once, before the channels multiply it by 3
+    index = g.op("Add", g.op("Unsqueeze", pixel, first), _channel_offsets(g, side_i, 5))  # [3, 4, 4, H, W]
+    flat_index = g.op("Reshape", index, g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
     shape = g.op("Concat", g.const([3, 4, 4], np.int64), out_hw, axis=0)
     along_x = g.op("ReduceSum", g.op("Mul", g.op("Reshape", values, shape), wx), g.const([2], np.int64), keepdims=0)
@@ -136,10 +141,11 @@ def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: s
 
 
 def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]:
-    """Weighted mean and std [3] of the opponent colours over the ring, on 8x8-pooled pixels."""
+    """Weighted mean and std [3] of the opponent colours over the ring, on 8x8-pooled pixels
+    of the (float) image."""
     step = spec.COARSE_STEP_PX
     shape = g.op("Concat", cells, g.const([step], np.int64), cells, g.const([step, 3], np.int64), axis=0)
-    small = g.op("ReduceMean", g.op("Reshape", g.op("Cast", image, to=FLOAT), shape),
+    small = g.op("ReduceMean", g.op("Reshape", image, shape),
                  g.const([1, 3], np.int64), keepdims=0)  # [G, G, 3]
     opp = g.op("MatMul", small, g.const(spec.OPPONENT.T))
     weights = g.op("Unsqueeze", g.op("Squeeze", ring, g.const([0, 1], np.int64)), g.const([2], np.int64))
@@ -172,28 +178,46 @@ def build_graph() -> onnx.ModelProto:
     ys = g.op("Add", row, g.op("Mul", col, g.const(0.0)))  # [H, W]: row index
 
     # Planar layout: per-pixel weights broadcast over the leading channel axis (fast in ORT).
+    # Each image is cast to float once (the samplers and the colour statistics share it).
+    float_t, float_r = g.op("Cast", "target", to=FLOAT), g.op("Cast", "reference", to=FLOAT)
+
     def planar(image: str) -> str:
         hwc = g.op("Reshape", image, g.const([-1, 3], np.int64))
-        return g.op("Reshape", g.op("Cast", g.op("Transpose", hwc, perm=[1, 0]), to=FLOAT), g.const([-1], np.int64))
+        return g.op("Reshape", g.op("Transpose", hwc, perm=[1, 0]), g.const([-1], np.int64))
 
-    flat_t, flat_r = planar("target"), planar("reference")
+    flat_t, flat_r = planar(float_t), planar(float_r)
 
-    # 2. One bilinear sample of each image at base + upsampled offset.
-    def warp(flat: str, offset: str, cubic: bool) -> str:
+    # 2. One sample of each image at base + upsampled offset (target bilinear here, reference below).
+    def warp(flat: str, offset: str) -> str:
         up = _upsample(g, offset, 2, out_hw)
         px = g.op("Add", xs, g.op("Gather", up, g.const(0, np.int64), axis=0))
         py = g.op("Add", ys, g.op("Gather", up, g.const(1, np.int64), axis=0))
-        return (_sample_cubic if cubic else _sample)(g, flat, px, py, side_s, last, out_hw)
+        return _sample(g, flat, px, py, side_s, last, out_hw)
 
     # The target moves only around the jaw (whole-pixel offsets elsewhere): bilinear; the
-    # reference's mouth is resampled everywhere: bicubic, so teeth keep their edges.
-    warped_t = warp(flat_t, "target_offset", cubic=False)
-    warped_r = warp(flat_r, "reference_offset", cubic=True)
+    # reference's mouth is resampled bicubic, so teeth keep their edges, and only inside
+    # reference_window (x0, y0, w, h): outside it the reference's share is 0, and zeros
+    # stand in (half the window or more at native crop sizes: the 48-tap sample is the cost).
+    warped_t = warp(flat_t, "target_offset")
+    up_r = _upsample(g, "reference_offset", 2, out_hw)
+    x0_r, y0_r, w_r, h_r = g.split("reference_window", 4, axis=0)
+    starts, sizes_r = g.op("Concat", y0_r, x0_r, axis=0), g.op("Concat", h_r, w_r, axis=0)
+    ends, axes_hw = g.op("Add", starts, sizes_r), g.const([0, 1], np.int64)
+
+    def inner(plane: str) -> str:
+        return g.op("Slice", plane, starts, ends, axes_hw)
+
+    px_r = inner(g.op("Add", xs, g.op("Gather", up_r, g.const(0, np.int64), axis=0)))
+    py_r = inner(g.op("Add", ys, g.op("Gather", up_r, g.const(1, np.int64), axis=0)))
+    sampled_r = _sample_cubic(g, flat_r, px_r, py_r, side_s, last, sizes_r)  # [3, h, w]
+    after = g.op("Sub", out_hw, ends)
+    pads = g.op("Concat", g.const([0], np.int64), starts, g.const([0], np.int64), after, axis=0)
+    warped_r = g.op("Pad", sampled_r, pads, g.const(0.0), mode="constant")
 
     # 3. Colour transfer on the skin rings (each measured on its own, unwarped crop), folded
     #    into one 3x3 matrix and a bias: inverse(OPP) diag(gain) OPP, inverse(OPP)(m_t - gain m_r).
-    mean_t, std_t = _ring_stats(g, "target", "target_ring", cells)
-    mean_r, std_r = _ring_stats(g, "reference", "reference_ring", cells)
+    mean_t, std_t = _ring_stats(g, float_t, "target_ring", cells)
+    mean_r, std_r = _ring_stats(g, float_r, "reference_ring", cells)
     gain = g.op("Clip", g.op("Div", std_t, std_r), g.const(spec.GAIN_LIMITS[0]), g.const(spec.GAIN_LIMITS[1]))
     inverse = np.linalg.inv(spec.OPPONENT.astype(np.float64)).astype(np.float32)
     scaled = g.op("Mul", g.const(spec.OPPONENT), g.op("Unsqueeze", gain, g.const([1], np.int64)))
@@ -247,7 +271,8 @@ def build_graph() -> onnx.ModelProto:
               window_map("blend_mask", 1), window_map("warp_mask", 1),
               helper.make_tensor_value_info("nose_ramp", FLOAT, [7]), crop_map("target_ring"), crop_map("reference_ring"),
               window_map("seam_band", 1), helper.make_tensor_value_info("seam_kernel_rows", FLOAT, ["Gh", "Gh"]),
-              helper.make_tensor_value_info("seam_kernel_cols", FLOAT, ["Gw", "Gw"])]
+              helper.make_tensor_value_info("seam_kernel_cols", FLOAT, ["Gw", "Gw"]),
+              helper.make_tensor_value_info("reference_window", TensorProto.INT64, [4])]
     if tuple(i.name for i in inputs) != spec.INPUTS:
         raise RuntimeError("graph inputs out of step with transplant.INPUTS")
     outputs = [helper.make_tensor_value_info("crop", TensorProto.UINT8, [1, "H", "W", 3]),

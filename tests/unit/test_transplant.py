@@ -87,6 +87,21 @@ def test_output_equals_the_target_outside_the_mask(crops: dict[str, np.ndarray])
     assert np.array_equal(crop[outside], crops["target"][outside])
 
 
+def test_the_reference_is_sampled_everywhere_it_shows(crops: dict[str, np.ndarray]) -> None:
+    """The bicubic sample of the reference is taken only inside plan.reference_window: the
+    blend (the reference's share) is exactly 0 outside it, and the window is smaller than
+    the changing window (that is what it saves)."""
+    plan = tp.plan_transplant(crops["target_landmarks"], crops["reference_landmarks"], SIDE_PX)
+    _, _, w, h = plan.window
+    rx, ry, rw, rh = (int(v) for v in plan.reference_window)
+    assert 0 <= rx and 0 <= ry and rx + rw <= w and ry + rh <= h and rw * rh < w * h
+    assert rx % tp.COARSE_STEP_PX == 0 and ry % tp.COARSE_STEP_PX == 0
+    blend = tp.upsample(plan.blend_mask[0], h, w)[0]
+    outside = np.ones((h, w), bool)
+    outside[ry:ry + rh, rx:rx + rw] = False
+    assert blend[~outside].max() > 0.99 and blend[outside].max() == 0.0
+
+
 def test_reference_equal_to_target_gives_back_the_target(crops: dict[str, np.ndarray]) -> None:
     crop, mask = tp.transplant_mouth(crops["target"], crops["target_landmarks"], crops["target"],
                                      crops["target_landmarks"])

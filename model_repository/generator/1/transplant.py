@@ -19,7 +19,7 @@ import numpy as np
 
 GRAPH_FILE = "transplant.onnx"
 INPUTS = ("target", "reference", "target_offset", "reference_offset", "blend_mask", "warp_mask", "nose_ramp",
-          "target_ring", "reference_ring", "seam_band", "seam_kernel_rows", "seam_kernel_cols")
+          "target_ring", "reference_ring", "seam_band", "seam_kernel_rows", "seam_kernel_cols", "reference_window")
 OUTPUTS = ("crop", "mask")
 COARSE_STEP_PX = 8  # geometry and masks live on a grid of side/8 cells (crops are multiples of 32)
 # Opponent colour space (luma + two chroma axes): a linear stand-in for Lab, so the
@@ -63,6 +63,10 @@ class TransplantPlan:
     seam_kernel_rows: np.ndarray  # float32 [Gh, Gh]: Gaussian that spreads the seam's mismatch inwards (rows)
     seam_kernel_cols: np.ndarray  # float32 [Gw, Gw]: ... and across (columns)
     output_landmarks: np.ndarray  # float32 [468, 2]: where the composite's landmarks are
+    # int64 [4]: x0, y0, width, height in window pixels (multiples of COARSE_STEP_PX) of the part
+    # of the window where the reference shows (blend > 0, plus a cell of margin): the costly
+    # bicubic sample of the reference is taken only there; elsewhere its share is exactly 0.
+    reference_window: np.ndarray
 
     def feeds(self, target: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
         return {"target": np.ascontiguousarray(target[None], np.uint8),
@@ -71,7 +75,7 @@ class TransplantPlan:
                 "blend_mask": self.blend_mask, "warp_mask": self.warp_mask, "nose_ramp": self.nose_ramp,
                 "target_ring": self.target_ring, "reference_ring": self.reference_ring,
                 "seam_band": self.seam_band, "seam_kernel_rows": self.seam_kernel_rows,
-                "seam_kernel_cols": self.seam_kernel_cols}
+                "seam_kernel_cols": self.seam_kernel_cols, "reference_window": self.reference_window}
 
     def compose(self, target: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window's (crop, mask) placed in the full crop: the target elsewhere, mask 0."""
@@ -287,6 +291,7 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     #    upsampling reaches half a cell into the neighbours; the margin's outer half is 0).
     r0, r1, c0, c1 = _active_cells((blend > 0) | (moved > 0), g)
     rows, cols = slice(r0, r1), slice(c0, c1)
+    b0, b1, a0, a1 = _active_cells(blend[rows, cols] > 0, r1 - r0, c1 - c0)
     x0, y0 = c0 * COARSE_STEP_PX, r0 * COARSE_STEP_PX
     origin = np.array([x0, y0], np.float64)  # window pixel + origin = crop pixel
 
@@ -309,15 +314,18 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
         seam_band=as_map(band[rows, cols]),
         seam_kernel_rows=np.ascontiguousarray(kernel[rows, rows], np.float32),
         seam_kernel_cols=np.ascontiguousarray(kernel[cols, cols], np.float32),
-        output_landmarks=out.astype(np.float32))
+        output_landmarks=out.astype(np.float32),
+        reference_window=np.array([a0, b0, a1 - a0, b1 - b0], np.int64) * COARSE_STEP_PX)
 
 
-def _active_cells(active: np.ndarray, g: int) -> tuple[int, int, int, int]:
-    """Row and column range [r0, r1) x [c0, c1) of the active cells plus one cell of margin."""
+def _active_cells(active: np.ndarray, g: int, gw: int | None = None) -> tuple[int, int, int, int]:
+    """Row and column range [r0, r1) x [c0, c1) of the active cells plus one cell of margin
+    (on a g x g grid, or g x gw)."""
+    gw = g if gw is None else gw
     rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
     if rows.size == 0:  # nothing changes: a one-cell window in the middle
-        return g // 2, g // 2 + 1, g // 2, g // 2 + 1
-    return max(0, rows[0] - 1), min(g, rows[-1] + 2), max(0, cols[0] - 1), min(g, cols[-1] + 2)
+        return g // 2, g // 2 + 1, gw // 2, gw // 2 + 1
+    return max(0, rows[0] - 1), min(g, rows[-1] + 2), max(0, cols[0] - 1), min(gw, cols[-1] + 2)
 
 
 def _shift_ramp(ramp: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -438,7 +446,11 @@ def render_window_numpy(plan: TransplantPlan, target: np.ndarray, reference: np.
     paste = np.maximum(blend, upsample(plan.warp_mask[0], h, w)[0])
     blend = blend[..., None]
     warped_t = sample_bilinear(target, bx[None, :] + t_off[0], by[:, None] + t_off[1])
-    warped_r = sample_bicubic(reference, bx[None, :] + r_off[0], by[:, None] + r_off[1])
+    # The reference only inside plan.reference_window (its share is 0 elsewhere: zeros there).
+    rx, ry, rw, rh = (int(v) for v in plan.reference_window)
+    inner = (slice(ry, ry + rh), slice(rx, rx + rw))
+    warped_r = np.zeros((h, w, 3), np.float32)
+    warped_r[inner] = sample_bicubic(reference, (bx[None, :] + r_off[0])[inner], (by[:, None] + r_off[1])[inner])
     matrix, bias = colour_transfer(target, reference, plan.target_ring[0, 0], plan.reference_ring[0, 0])
     matched = warped_r @ matrix.T + bias
     # Membrane-like seam correction (a cheap stand-in for Poisson blending, Perez et al. 2003):
