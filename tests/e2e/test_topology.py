@@ -267,6 +267,9 @@ def test_each_process_has_its_pid_file_and_internal_ports_are_loopback(topology:
             internal += 1
     assert internal >= 3 * 2 + 2 + 1  # grpc, http, metrics per Triton; each gateway; nats
     assert _ports_of(_pid(topology, "proxy")) == {int(topology.env["PORT"])}
+    # The one secret key every process uses is the file the supervisor made before them.
+    assert not topology.env.get("LIPSYNCD_SECRET_KEY")
+    assert len((topology.home / "secret_key").read_text().strip()) == 64
 
 
 def test_kills_mid_job_every_job_completes_exactly_once(
@@ -359,7 +362,10 @@ def test_kills_mid_job_every_job_completes_exactly_once(
     gateway_logs = _log(topology, "gateway-1") + _log(topology, "gateway-2")
     orchestrator_logs = _log(topology, "orchestrator-1") + _log(topology, "orchestrator-2")
     assert "signature does not verify" not in gateway_logs
+    for job_id in ids:  # the final state was decided by a gateway, asked over NATS
+        assert f"job {job_id} finalize as completed: recorded" in gateway_logs, job_id
     assert "reaped job" not in gateway_logs
+    assert "reaping stale jobs failed" not in gateway_logs and "reaper paused" not in gateway_logs
     assert "sealed secret does not open" not in orchestrator_logs
     assert "Violation" not in _log(topology, "nats")
 
