@@ -78,6 +78,7 @@ class _Relay:
         self.answered = 0  # bytes relayed to the client so far
         # The last request if it may be sent again, and `answered` when it was sent.
         self.replayable: tuple[bytes, int] | None = None
+        self.replays = 0  # of that request: each gateway gets it at most once more
 
     async def run(self) -> None:
         answers = asyncio.create_task(self._answers())
@@ -113,6 +114,7 @@ class _Relay:
             if (method in SAFE_METHODS and length == 0) or (idempotent and length <= REPLAY_BODY_LIMIT):
                 request = head + (await self.client_reader.readexactly(length) if length else b"")
                 self.replayable = (request, self.answered)
+                self.replays = 0
                 await self._send(request)
                 continue
             self.replayable = None
@@ -157,6 +159,10 @@ class _Relay:
         """After the gateway closed: the unanswered replayable request to the next one."""
         if self.replayable is None or self.replayable[1] != self.answered or self.client_reader.at_eof():
             return False
+        if self.replays >= len(self.balancer.backends):
+            log.error("every gateway dropped %r; giving up", self.replayable[0].split(b"\r\n", 1)[0].decode("latin-1"))
+            return False
+        self.replays += 1
         request = self.replayable[0]
         self.backend_writer.close()
         try:

@@ -139,3 +139,22 @@ async def test_a_keep_alive_connection_dropped_under_a_get_is_replayed(front: tu
     assert len(third.content) > 3 * 2**20
     assert [line for line, _ in gateways[1].received] == ["GET /one HTTP/1.1", "GET /two HTTP/1.1"]
     assert [line for line, _ in gateways[2].received] == ["GET /two HTTP/1.1", "GET /three HTTP/1.1"]
+
+
+async def test_a_get_every_gateway_drops_is_given_up_not_replayed_forever() -> None:
+    gateways = [Gateway("dropper-a", 0), Gateway("dropper-b", 0)]
+    for gateway in gateways:
+        await gateway.start()
+    balancer = proxy.RoundRobin([("127.0.0.1", g.port) for g in gateways])
+    server = await asyncio.start_server(balancer.serve_client, "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+                                     timeout=10) as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/poison")
+        # Sent once, then once more to each gateway, then given up.
+        assert len(gateways[0].received) + len(gateways[1].received) == 3
+    finally:
+        server.close()
+        for gateway in gateways:
+            await gateway.close()
