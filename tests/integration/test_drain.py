@@ -7,9 +7,10 @@ with its pipeline held at "encode" (tests/integration/test_job_final_state.py)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -56,6 +57,17 @@ async def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout_s: 
         await asyncio.sleep(0.05)
 
 
+@pytest.fixture
+async def jobs_consumer_removed_after(orchestrator_nc: Client) -> AsyncIterator[None]:
+    """The orchestrators' durable consumer this test creates is removed again: the jobs stream
+    is a work queue, on which tests that read the jobs with a consumer of their own
+    (test_gateway_api.py) cannot create one that overlaps it."""
+    yield
+    with contextlib.suppress(NotFoundError):
+        await orchestrator_nc.jetstream().delete_consumer(topology.JOBS_STREAM, topology.ORCHESTRATOR_CONSUMER)
+
+
+@pytest.mark.usefixtures("jobs_consumer_removed_after")
 async def test_drain_lets_a_job_finishing_within_the_grace_complete_here(
     client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext,
     orchestrator_nc: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
