@@ -1,9 +1,16 @@
 """The round robin in front of several gateways (`make serve` with LIPSYNCD_GATEWAYS > 1).
 
-A TCP proxy on the one public PORT: each new client connection goes to the next gateway
-(all bound to 127.0.0.1) and is piped both ways until either side closes. A gateway that
-refuses the connection (killed, restarting) is skipped and the next one tried, so a dead
-replica costs only the requests that were in flight on it.
+A proxy on the one public PORT: each new client connection goes to the next gateway (all
+bound to 127.0.0.1) and is relayed both ways until either side closes. A gateway that refuses
+the connection (killed, restarting) is skipped and the next one tried.
+
+It reads just enough HTTP/1.1 to know where each request starts: a request that is safe to
+send twice, and that its gateway dropped before answering a byte (killed mid-request, or a
+keep-alive connection closed under it), is sent again to the next gateway. Safe means GET,
+HEAD or OPTIONS without a body, or any request carrying an `Idempotency-Key` (the gateway
+answers a replay with the same job) whose body is at most `REPLAY_BODY_LIMIT` bytes. Anything
+else dropped mid-request is lost with its connection, as with any TCP proxy. A request with a
+chunked body or an upgrade turns the connection into a plain two-way pipe.
 
 Run: `python deploy/local/proxy.py --listen 0.0.0.0:8000 --backend 127.0.0.1:8101 ...`
 """
@@ -26,6 +33,10 @@ def _address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+SAFE_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+REPLAY_BODY_LIMIT = 1024 * 1024  # a replayable body is kept in memory until its answer starts
+
+
 class RoundRobin:
     def __init__(self, backends: list[tuple[str, int]]) -> None:
         self.backends = backends
@@ -42,7 +53,7 @@ class RoundRobin:
 
     async def serve_client(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
-            backend_reader, backend_writer = await self.connect()
+            backend = await self.connect()
         except ConnectionError as exc:
             log.error("%s", exc)
             client_writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -50,20 +61,138 @@ class RoundRobin:
                 await client_writer.drain()
             client_writer.close()
             return
-        await asyncio.gather(_pipe(client_reader, backend_writer), _pipe(backend_reader, client_writer))
+        await _Relay(self, client_reader, client_writer, backend).run()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.IncompleteReadError):
-        pass  # either side went away: close both
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+class _Relay:
+    """One client connection: requests go to the current gateway, its answers back; a
+    replayable request whose gateway closed before answering goes to the next gateway."""
+
+    def __init__(self, balancer: RoundRobin, client_reader: asyncio.StreamReader,
+                 client_writer: asyncio.StreamWriter,
+                 backend: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        self.balancer = balancer
+        self.client_reader = client_reader
+        self.client_writer = client_writer
+        self.backend_reader, self.backend_writer = backend
+        self.answered = 0  # bytes relayed to the client so far
+        # The last request if it may be sent again, and `answered` when it was sent.
+        self.replayable: tuple[bytes, int] | None = None
+        self.replays = 0  # of that request: each gateway gets it at most once more
+
+    async def run(self) -> None:
+        answers = asyncio.create_task(self._answers())
+        try:
+            await self._requests()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.debug("client connection ends: %r", exc)
+        finally:
+            if not answers.done():  # the client is done sending; its answer may still come
+                with contextlib.suppress(OSError):
+                    if self.backend_writer.can_write_eof():
+                        self.backend_writer.write_eof()
+            await answers
+
+    async def _requests(self) -> None:
+        while True:
+            try:
+                head = await self.client_reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    await self._send(exc.partial)
+                return
+            method, length, streamed = _framing(head)
+            if streamed:  # chunked body or an upgrade: a plain pipe from here on
+                self.replayable = None
+                await self._send(head)
+                while data := await self.client_reader.read(CHUNK):
+                    await self._send(data)
+                return
+            lowered = head.lower()
+            # With Expect: 100-continue the body comes only after the gateway's go-ahead.
+            idempotent = b"\nidempotency-key:" in lowered and b"\nexpect:" not in lowered
+            if (method in SAFE_METHODS and length == 0) or (idempotent and length <= REPLAY_BODY_LIMIT):
+                request = head + (await self.client_reader.readexactly(length) if length else b"")
+                self.replayable = (request, self.answered)
+                self.replays = 0
+                await self._send(request)
+                continue
+            self.replayable = None
+            await self._send(head)
+            remaining = length
+            while remaining:
+                data = await self.client_reader.read(min(CHUNK, remaining))
+                if not data:
+                    return
+                remaining -= len(data)
+                await self._send(data)
+
+    async def _send(self, data: bytes) -> None:
+        """To the current gateway; a failed write is left to `_answers`, which sees the
+        same connection end and sends a replayable request again."""
+        try:
+            self.backend_writer.write(data)
+            await self.backend_writer.drain()
+        except OSError as exc:
+            log.debug("gateway write failed: %r", exc)
+
+    async def _answers(self) -> None:
+        try:
+            while True:
+                try:
+                    while data := await self.backend_reader.read(CHUNK):
+                        self.answered += len(data)
+                        self.client_writer.write(data)
+                        await self.client_writer.drain()
+                except OSError as exc:
+                    log.debug("gateway connection ends: %r", exc)
+                if not await self._replay():
+                    return
+        finally:
+            self.backend_writer.close()
+            self.client_writer.close()
+            for writer in (self.backend_writer, self.client_writer):
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+
+    async def _replay(self) -> bool:
+        """After the gateway closed: the unanswered replayable request to the next one."""
+        if self.replayable is None or self.replayable[1] != self.answered or self.client_reader.at_eof():
+            return False
+        if self.replays >= len(self.balancer.backends):
+            log.error("every gateway dropped %r; giving up", self.replayable[0].split(b"\r\n", 1)[0].decode("latin-1"))
+            return False
+        self.replays += 1
+        request = self.replayable[0]
+        self.backend_writer.close()
+        try:
+            self.backend_reader, self.backend_writer = await self.balancer.connect()
+        except ConnectionError as exc:
+            log.error("%s; a dropped request is lost", exc)
+            return False
+        log.warning("gateway closed before answering %r; sent again to the next one",
+                    request.split(b"\r\n", 1)[0].decode("latin-1"))
+        await self._send(request)
+        return True
+
+
+def _framing(head: bytes) -> tuple[bytes, int, bool]:
+    """(method, Content-Length, streamed) of a request head; streamed: a chunked body or an
+    upgrade, whose end this proxy does not track."""
+    lines = head.split(b"\r\n")
+    method = lines[0].split(b" ", 1)[0]
+    length = 0
+    streamed = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value.strip())
+            if length < 0:
+                raise ValueError("negative Content-Length")
+        elif name in (b"transfer-encoding", b"upgrade"):
+            streamed = True
+    return method, length, streamed
 
 
 async def serve(listen: tuple[str, int], backends: list[tuple[str, int]]) -> None:

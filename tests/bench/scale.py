@@ -96,9 +96,19 @@ def measure(orchestrators: int, tritons: int, jobs: int, media: MediaServer) -> 
             run_burst(mesh, media, 2)  # warm-up: first requests load lazy state
             wall = run_burst(mesh, media, jobs)
             load = os.getloadavg()[0]
+        except Exception:
+            _print_tails(mesh)  # the home and its logs go with the temporary directory
+            raise
         finally:
             mesh.stop()
     return ScaleRun(orchestrators, tritons, jobs, wall, load)
+
+
+def _print_tails(mesh: Mesh, lines: int = 15) -> None:
+    print("\n".join(["--- make serve", *mesh.output[-lines:]]), flush=True)
+    for log in sorted((mesh.home / "logs").glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print("\n".join([f"--- {log.name}", *tail]), flush=True)
 
 
 def table(runs: list[ScaleRun], audio_s: float) -> str:

@@ -1,7 +1,10 @@
 """The scale-out topology of `make serve` (2 gateways behind the round robin, 2 orchestrators,
-2 Tritons, PostgreSQL, one local storage shared by all) killed piece by piece with jobs in
-flight: every job still completes exactly once (one output object, one completed event, one
-webhook id, one capture in the ledger), both orchestrators work, and the credits balance.
+2 Tritons, PostgreSQL, S3 storage on a real moto server over HTTP) killed piece by piece with
+jobs in flight: every job still completes exactly once (one output object in the bucket, one
+completed event, one webhook id, one capture in the ledger), both orchestrators work, and the
+credits balance. The merged pieces run together there: NATS users with their permissions
+(finalize requests, webhook attempts), signed events, sealed webhook secrets, one secret key
+shared by the supervisor's key file, and the reaper on both gateways.
 Marked `kill`: `make test` runs them (a few minutes on two cores)."""
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import pytest
 from proto import lipsync_pb2
 from proto import topology as topology_names
 from tests.e2e.mesh import Mesh, start_mesh
+from tests.s3server import MotoServer
 from tests.servers import MEDIA_DIR, MediaServer, WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kill]
@@ -62,17 +66,53 @@ def database_url() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+STORAGE_PREFIX = "lipsyncd"
+
+
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Mesh]:
-    running = start_mesh(tmp_path_factory.mktemp("lipsyncd-topology"), {
+def s3() -> Iterator[tuple[MotoServer, str]]:
+    server = MotoServer()
+    try:
+        yield server, server.create_bucket()
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory, database_url: str,
+             s3: tuple[MotoServer, str]) -> Iterator[Mesh]:
+    server, bucket = s3
+    # No LIPSYNCD_SECRET_KEY: PostgreSQL and S3 make every process a scale-out one, which
+    # starts only with the key file the supervisor shares (and signs events, seals webhook
+    # secrets and signs URLs with it).
+    running = start_mesh(tmp_path_factory.mktemp("lipsyncd-topology"), server.env() | {
         "LIPSYNCD_GATEWAYS": "2", "LIPSYNCD_ORCHESTRATORS": "2", "LIPSYNCD_TRITONS": "2",
         "LIPSYNCD_DATABASE_URL": database_url,
-        "LIPSYNCD_SECRET_KEY": "topology-test-shared-secret",
+        "LIPSYNCD_STORAGE_URL": f"s3://{bucket}/{STORAGE_PREFIX}",
         # Short enough that a SIGTERM mid-render hands the job back.
         "LIPSYNCD_DRAIN_GRACE_S": "1",
+        # Both gateways' reapers look at every job older than 90 s every 3 s, while jobs are
+        # killed, redelivered and finalized: they must spare every live one.
+        "LIPSYNCD_REAPER_INTERVAL_S": "3", "LIPSYNCD_REAPER_STALE_S": "90",
     })
     yield running
     running.stop()
+
+
+def _bucket_keys(s3: tuple[MotoServer, str], under: str) -> list[str]:
+    """The object names under `<prefix>/<under>/` in the bucket, listed over S3's API."""
+    import boto3  # noqa: PLC0415
+
+    server, bucket = s3
+    config = server.config
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=config.endpoint_url, region_name=config.region,
+        aws_access_key_id=config.access_key_id, aws_secret_access_key=config.secret_access_key)
+    names: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{STORAGE_PREFIX}/{under}/"):
+        names += [str(item["Key"]).removeprefix(f"{STORAGE_PREFIX}/") for item in page.get("Contents", [])]
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads"), "multipart uploads left open"
+    return sorted(names)
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +146,25 @@ def _job(mesh: Mesh, job_id: str) -> dict[str, object]:
     return dict(answer.json())
 
 
-def _submit_mixed(mesh: Mesh, media: MediaServer, receiver: WebhookReceiver, count: int) -> list[str]:
+def _upload(mesh: Mesh, name: str, data: bytes, media_type: str) -> str:
+    answer = _request(mesh, "POST", "/api/v1/uploads", files={"file": (name, data, media_type)})
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["url"])
+
+
+def _submit_mixed(mesh: Mesh, media: MediaServer, receiver: WebhookReceiver, count: int,
+                  uploaded: tuple[str, str] | None = None) -> list[str]:
+    """`count` jobs, 2 image : 1 video; with `uploaded` (image URL, audio URL), every fourth
+    job takes its inputs from those uploads (read back from the storage, not fetched)."""
     ids = []
     for i in range(count):
         audio = f"{media.url}/extra/short_{i % 3 + 1}.wav"
         if i % 3 == 2:
             path = "/api/v1/lipsync-video"
             form = {"video": f"{media.url}/{'talk_a.mp4' if i % 2 else 'talk_b.mp4'}", "audio": audio}
+        elif uploaded is not None and i % 4 == 0:
+            path = "/api/v1/lipsync-image"
+            form = {"image": uploaded[0], "audio": uploaded[1]}
         else:
             path = "/api/v1/lipsync-image"
             form = {"image": f"{media.url}/{PORTRAITS[i % len(PORTRAITS)]}", "audio": audio}
@@ -187,6 +239,22 @@ def _ledger(database_url: str) -> tuple[dict[str, list[tuple[str, int, int]]], i
     return entries, int(grants[0]) - int(charged[0]), int(balance[0])
 
 
+def _webhook_attempts(database_url: str, ids: list[str], timeout_s: float = 30) -> dict[str, list[tuple[str, str]]]:
+    """(webhook id, outcome) of each job's stored delivery attempts, once every job has one."""
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with psycopg.connect(url) as db:
+            rows = db.execute("SELECT job_id, webhook_id, outcome FROM webhook_attempts WHERE job_id = ANY(%s)",
+                              (ids,)).fetchall()
+        found: dict[str, list[tuple[str, str]]] = {}
+        for job_id, webhook_id, outcome in rows:
+            found.setdefault(job_id, []).append((webhook_id, outcome))
+        if set(found) == set(ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def test_each_process_has_its_pid_file_and_internal_ports_are_loopback(topology: Mesh) -> None:
     for name in ("nats", "proxy", "triton-1", "triton-2", "orchestrator-1", "orchestrator-2",
                  "gateway-1", "gateway-2"):
@@ -199,12 +267,18 @@ def test_each_process_has_its_pid_file_and_internal_ports_are_loopback(topology:
             internal += 1
     assert internal >= 3 * 2 + 2 + 1  # grpc, http, metrics per Triton; each gateway; nats
     assert _ports_of(_pid(topology, "proxy")) == {int(topology.env["PORT"])}
+    # The one secret key every process uses is the file the supervisor made before them.
+    assert not topology.env.get("LIPSYNCD_SECRET_KEY")
+    assert len((topology.home / "secret_key").read_text().strip()) == 64
 
 
 def test_kills_mid_job_every_job_completes_exactly_once(
-    topology: Mesh, short_media: MediaServer, receiver: WebhookReceiver, database_url: str
+    topology: Mesh, short_media: MediaServer, receiver: WebhookReceiver, database_url: str,
+    s3: tuple[MotoServer, str],
 ) -> None:
-    ids = _submit_mixed(topology, short_media, receiver, 12)
+    uploaded = (_upload(topology, "portrait.png", (MEDIA_DIR / "portrait_photo_a.png").read_bytes(), "image/png"),
+                _upload(topology, "speech.wav", short_wav("speech_en_3.wav", 1.5), "audio/wav"))
+    ids = _submit_mixed(topology, short_media, receiver, 12, uploaded)
     victims: set[str] = set()
 
     # kill -9 the orchestrator that is rendering a job
@@ -235,11 +309,13 @@ def test_kills_mid_job_every_job_completes_exactly_once(
     jobs = _wait_all(topology, ids)
     assert {job_id: job["status"] for job_id, job in jobs.items()} == {job_id: "completed" for job_id in ids}
 
-    # One output object per job, nothing else in the shared storage.
-    outputs = sorted(p.name for p in (topology.home / "storage" / "outputs").iterdir())
-    assert outputs == sorted(f"{job_id}.mp4" for job_id in ids)
+    # One output object per job in the bucket, nothing else there but the two uploads, and
+    # nothing on the local disk; each output URL (a gateway's) redirects to a presigned GET.
+    assert _bucket_keys(s3, "outputs") == sorted(f"outputs/{job_id}.mp4" for job_id in ids)
+    assert len(_bucket_keys(s3, "uploads")) == 2
+    assert not (topology.home / "storage" / "outputs").exists()
     for job_id in ids:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, follow_redirects=True) as client:
             for _ in range(20):
                 try:
                     video = client.get(str(jobs[job_id]["output"]))
@@ -247,6 +323,7 @@ def test_kills_mid_job_every_job_completes_exactly_once(
                 except TRANSIENT:
                     time.sleep(0.5)
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+        assert video.url.host == "127.0.0.1" and video.url.port == s3[0].port  # served by S3
 
     # One completed event per job.
     counts = _event_counts(topology)
@@ -262,6 +339,14 @@ def test_kills_mid_job_every_job_completes_exactly_once(
         assert len({d.headers["webhook-id"] for d in deliveries}) == 1, job_id
         assert all(d.json["status"] == "completed" for d in deliveries)
 
+    # The orchestrators' delivery reports (webhook attempts stream, orchestrator user) were
+    # consumed by a gateway (gateway user) into the dashboard's table: the same webhook id.
+    attempts = _webhook_attempts(database_url, ids)
+    for job_id in ids:
+        webhook_ids = {d.headers["webhook-id"] for d in receiver.for_job(job_id)}
+        assert {webhook_id for webhook_id, _ in attempts.get(job_id, [])} == webhook_ids, job_id
+        assert "delivered" in {outcome for _, outcome in attempts[job_id]}, job_id
+
     # One capture per job, and the credits balance exactly.
     entries, expected_balance, balance = _ledger(database_url)
     for job_id in ids:
@@ -271,6 +356,18 @@ def test_kills_mid_job_every_job_completes_exactly_once(
         assert captured > 0
         assert -sum(delta for _, _, delta in entries[job_id]) == captured, (job_id, entries[job_id])
     assert balance == expected_balance
+
+    # Nothing was refused on the way: no event failed its signature, no sealed secret failed
+    # to open, no reaper settled a live job, NATS saw no permission violation.
+    gateway_logs = _log(topology, "gateway-1") + _log(topology, "gateway-2")
+    orchestrator_logs = _log(topology, "orchestrator-1") + _log(topology, "orchestrator-2")
+    assert "signature does not verify" not in gateway_logs
+    for job_id in ids:  # the final state was decided by a gateway, asked over NATS
+        assert f"job {job_id} finalize as completed: recorded" in gateway_logs, job_id
+    assert "reaped job" not in gateway_logs
+    assert "reaping stale jobs failed" not in gateway_logs and "reaper paused" not in gateway_logs
+    assert "sealed secret does not open" not in orchestrator_logs
+    assert "Violation" not in _log(topology, "nats")
 
     # Both orchestrators did work; the SIGTERM'd one drained: its job finished within the
     # grace or was handed back (test_drain_hands_a_long_job_back_without_counting_it).

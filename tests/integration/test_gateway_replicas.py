@@ -137,8 +137,9 @@ def test_key_revoked_on_one_replica_stops_on_the_other_within_the_cache_ttl(
         login = session.post("/auth/login", json={"email": account.email, "password": account.password})
         assert login.status_code in (200, 204, 303), login.text
         revoked_at = time.monotonic()
-        # A cookie-authenticated change: same-origin, as the dashboard sends it (CSRF rule).
-        assert session.delete(f"/api/keys/{account.key_id}", headers={"Origin": first.url}).status_code == 204
+        # A cookie-authenticated change needs a same-origin Origin (the dashboard's CSRF rule).
+        revoked = session.delete(f"/api/keys/{account.key_id}", headers={"Origin": first.url})
+        assert revoked.status_code == 204, revoked.text
     assert _jobs(first, account).status_code == 401  # the replica that revoked: at once
 
     answers = []
