@@ -72,6 +72,7 @@ class JobBus:
         # Events settle credits only with the orchestrator's signature made with this key.
         self._signing_key = signing_key
         self._nc: Client | None = None
+        self._closing = False
         self._js: JetStreamContext | None = None
         self._status_kv: KeyValue | None = None
         self._control_kv: KeyValue | None = None
@@ -97,6 +98,9 @@ class JobBus:
             self._tasks.append(asyncio.create_task(self._store_attempts(on_webhook_attempt)))
 
     async def close(self) -> None:
+        # nats-py may turn the cancel of a pending fetch into a TimeoutError, which the
+        # consumer loops retry: they also stop on this flag.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -174,6 +178,8 @@ class JobBus:
             try:
                 messages = await subscription.fetch(EVENTS_BATCH, timeout=EVENTS_FETCH_TIMEOUT_S)
             except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises both kinds
+                if self._closing:
+                    return
                 continue
             except Exception as exc:  # the events wait in JetStream; keep consuming
                 log.warning("fetching job events failed: %r", exc)
@@ -205,6 +211,8 @@ class JobBus:
             try:
                 messages = await subscription.fetch(EVENTS_BATCH, timeout=EVENTS_FETCH_TIMEOUT_S)
             except (nats.errors.TimeoutError, TimeoutError):
+                if self._closing:
+                    return
                 continue
             except Exception as exc:
                 log.warning("fetching webhook attempts failed: %r", exc)
