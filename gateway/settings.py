@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(default=10, ge=1)
     login_max_failures_per_ip: int = Field(default=100, ge=1)
     login_throttle_max_rows: int = Field(default=100_000, ge=100)
+    # Sign-ups per client IP over a window, counted in the same table; then 429.
+    signup_window_s: int = Field(default=3600, ge=1)
+    signup_max_per_ip: int = Field(default=10, ge=1)
     # Addresses or CIDRs of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
     # believed (comma-separated). Empty: none, the peer address is the client.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -10,6 +10,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proto.vocabulary import ErrorCode
 
 UPLOAD_PATH = "/api/v1/uploads"
+# The dashboard's playground form carries up to three media files (a face and two voices).
+PLAYGROUND_PATH = "/playground"
+PLAYGROUND_FILES = 3
 # Multipart framing around the file: a request a little over the file cap is still fine.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
@@ -32,6 +35,8 @@ class BodyLimit:
     def limit_for(self, path: str) -> int:
         if path.rstrip("/") == UPLOAD_PATH:
             return self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        if path.rstrip("/") == PLAYGROUND_PATH:
+            return PLAYGROUND_FILES * self.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         return self.max_json_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

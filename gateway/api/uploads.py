@@ -71,7 +71,6 @@ async def upload_media(request: Request, ctx: Ctx, caller: Caller) -> dict[str, 
     The form is parsed here rather than declared as a parameter: FastAPI reads declared
     bodies before dependencies run, and the API key must be checked before a single byte
     of the upload is accepted (the body limit itself is `BodyLimit`'s, as it streams)."""
-    cap = ctx.settings.max_upload_bytes
     require_free_disk(ctx)
     try:
         form = await request.form(max_files=1, max_fields=10)
@@ -81,10 +80,16 @@ async def upload_media(request: Request, ctx: Ctx, caller: Caller) -> dict[str, 
         file = form.get("file")
         if not isinstance(file, StarletteUploadFile):
             raise invalid_request("file", "Field required")
-        stored = await _store(ctx, file, cap)
+        return await store_upload(ctx, file)
     finally:
         await form.close()
-    key, size = stored
+
+
+async def store_upload(ctx: GatewayContext, file: StarletteUploadFile) -> dict[str, Any]:
+    """Store one parsed upload (the API route's and the dashboard playground's one path):
+    free disk checked, size capped, answered with its signed URL."""
+    require_free_disk(ctx)
+    key, size = await _store(ctx, file, ctx.settings.max_upload_bytes)
     signed = ctx.signer.sign(key, ctx.settings.output_url_ttl_s)
     return {
         "url": signed.url,
