@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     reaper_queued_s: float = 6 * 3600.0
     # Uploads and job submissions answer 503 while the storage disk has less free space.
     min_free_disk_bytes: int = 1024**3
+    # The orchestrator deletes outputs this long after they were written (LIPSYNCD_FILE_RETENTION_S,
+    # read by both): past it a job shows `output: null` instead of a link to a deleted file.
+    file_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
     admin_app_credits: int = 1000

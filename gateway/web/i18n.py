@@ -154,6 +154,8 @@ ARABIC: dict[str, str] = {
     "capture": "خصم نهائي",
     "release": "إرجاع",
     "Link expires": "ينتهي الرابط",
+    "Expired": "انتهت الصلاحية",
+    "The output expired and was deleted.": "انتهت صلاحية الناتج وحُذف.",
 }
 
 
