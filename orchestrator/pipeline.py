@@ -113,7 +113,8 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
 
     with contextlib.ExitStack() as cleanup:
         # A dub's video decoder (a child process) starts now: its start-up overlaps the download.
-        decoder = cleanup.enter_context(VideoDecoder()) if request.model == Model.VIDEO else None
+        decoder = (cleanup.enter_context(VideoDecoder(settings.decoder_max_memory_bytes))
+                   if request.model == Model.VIDEO else None)
 
         # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
         await reporter.stage("download", PROGRESS["download"])

@@ -52,6 +52,9 @@ class OrchestratorSettings(BaseSettings):
     # Source video frames are decoded whole: limits on their size and rate (video_too_large).
     max_video_pixels: int = 4096 * 2160
     max_video_fps: float = 60.0
+    # Address space of the child process that decodes a source video (RLIMIT_AS); past it the
+    # job fails with video_too_large. About 0.3 GiB at 480p and 0.5 GiB at 4K measured. 0: none.
+    decoder_max_memory_bytes: int = Field(default=2 * 1024**3, ge=0)
     # A job that has not finished after base + per_output_s x its output length (seconds)
     # fails with deadline_exceeded and is refunded, instead of heart-beating forever.
     job_deadline_base_s: float = 300.0
