@@ -405,6 +405,8 @@ async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: Jo
     # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
     await reporter.stage("encode", PROGRESS["encode"])
     with timer("encode"):
+        if res.settings.hold_encode_s:  # tests only (see the setting)
+            await asyncio.sleep(res.settings.hold_encode_s)
         key = f"outputs/{request.job_id}.mp4"
         await asyncio.to_thread(res.storage.put_file, key, output)
     return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms, quality=quality)
