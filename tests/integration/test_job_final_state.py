@@ -63,12 +63,15 @@ async def _orchestrator(nc: Client, ctx: GatewayContext, tmp_path: Path) -> Orch
     js = nc.jetstream()
     bus = Bus(js=js, status_kv=await js.key_value(topology.STATUS_BUCKET),
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
+    # The gateway's secret key: events are signed and webhook secrets sealed with it.
     settings = OrchestratorSettings(home=tmp_path / "orchestrator", heartbeat_s=1.0,
-                                    storage_dir=ctx.settings.storage_path)
+                                    storage_dir=ctx.settings.storage_path,
+                                    secret_key=ctx.settings.secret_key)
     storage = LocalStorage(ctx.settings.storage_path)
     resources = JobResources(settings=settings, stages=None, fetcher=None,  # type: ignore[arg-type]
                              storage=storage, billing=NatsBilling(nc))
-    webhooks = WebhookDispatcher(sender=HttpWebhookSender(allow_private=True))
+    webhooks = WebhookDispatcher(sender=HttpWebhookSender(allow_private=True),
+                                 sealing_key=settings.secret_key_bytes)
     return Orchestrator(settings, bus, resources, webhooks)
 
 

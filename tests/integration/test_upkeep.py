@@ -148,6 +148,7 @@ async def test_expired_uploads_and_outputs_are_deleted(
 
 async def test_a_swept_output_is_shown_expired_never_as_a_dead_link(
     client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext,
+    orchestrator_nc: Client,
 ) -> None:
     """After the sweep deletes an output (retention passed), GET, the job list and the job
     page show no link to it; a job inside its retention still gets a working signed URL."""
@@ -158,6 +159,7 @@ async def test_a_swept_output_is_shown_expired_never_as_a_dead_link(
     jobs = {}
     for name, age_s in (("old", retention_s + 3600), ("fresh", 3600)):
         job_id = await _submit_image(client, account)
+        await (await _job_message(orchestrator_nc, job_id)).ack()  # no orchestrator here: take it off the queue
         key = f"outputs/{job_id}.mp4"
         path = ctx.settings.storage_path / key
         path.write_bytes(b"\x00" * 1000)
