@@ -251,7 +251,8 @@ async def read_job(ctx: GatewayContext, principal: Principal, job_id: str) -> Jo
             raise not_found()  # someone else's job does not exist, as far as you can tell
         ctx.finished_jobs.remember(principal.account_id, job)
     live = await _live_status(ctx, job)
-    return to_public(job, live, ctx.signer, ctx.settings.output_url_ttl_s)
+    return to_public(job, live, ctx.signer, ctx.settings.output_url_ttl_s,
+                     ctx.settings.file_retention_s)
 
 
 async def _live_status(ctx: GatewayContext, job: Job | JobView) -> lipsync_pb2.JobStatus | None:
@@ -297,9 +298,11 @@ def job_record(job: Job | JobView, live: lipsync_pb2.JobStatus | None) -> JobRec
 
 
 def to_public(
-    job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int
+    job: Job | JobView, live: lipsync_pb2.JobStatus | None, signer: FileSigner, url_ttl_s: int,
+    retention_s: float | None = None,
 ) -> JobPublic:
-    return JobPublic(**job_object(job_record(job, live), signer, url_ttl_s))
+    """The job object; with `retention_s`, an output past its retention (swept) is null."""
+    return JobPublic(**job_object(job_record(job, live), signer, url_ttl_s, retention_s=retention_s))
 
 
 async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> JobPublic:
@@ -320,7 +323,8 @@ async def cancel_job(ctx: GatewayContext, principal: Principal, job_id: str) -> 
     except BusUnavailableError as exc:
         # The credits are back either way; the orchestrator's result will be ignored.
         log.warning("cancel flag for job %s not set: %s", job.id, exc)
-    return to_public(job, None, ctx.signer, ctx.settings.output_url_ttl_s)
+    return to_public(job, None, ctx.signer, ctx.settings.output_url_ttl_s,
+                     ctx.settings.file_retention_s)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -355,5 +359,6 @@ async def list_jobs(
     rows = await ctx.db.run_async(query)
     page, more = rows[:limit], len(rows) > limit
     lives = await asyncio.gather(*(_live_status(ctx, job) for job in page))
-    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s) for j, live in zip(page, lives, strict=True)]
+    jobs = [to_public(j, live, ctx.signer, ctx.settings.output_url_ttl_s,
+                     ctx.settings.file_retention_s) for j, live in zip(page, lives, strict=True)]
     return jobs, (_encode_cursor(page[-1]) if more and page else None)

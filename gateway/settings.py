@@ -64,6 +64,9 @@ class Settings(StorageSettings):
     login_max_failures_per_account: int = Field(default=10, ge=1)
     login_max_failures_per_ip: int = Field(default=100, ge=1)
     login_throttle_max_rows: int = Field(default=100_000, ge=100)
+    # Sign-ups per client IP over a window, counted in the same table; then 429.
+    signup_window_s: int = Field(default=3600, ge=1)
+    signup_max_per_ip: int = Field(default=10, ge=1)
     # Addresses or CIDRs of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
     # believed (comma-separated). Empty: none, the peer address is the client.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -75,6 +78,9 @@ class Settings(StorageSettings):
     reaper_queued_s: float = 6 * 3600.0
     # Uploads and job submissions answer 503 while the storage disk has less free space.
     min_free_disk_bytes: int = 1024**3
+    # The orchestrator deletes outputs this long after they were written (LIPSYNCD_FILE_RETENTION_S,
+    # read by both): past it a job shows `output: null` instead of a link to a deleted file.
+    file_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
     admin_email: str = "admin@localhost"
     admin_api_credits: int = 1000
     admin_app_credits: int = 1000

@@ -128,7 +128,8 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
 
     with contextlib.ExitStack() as cleanup:
         # A dub's video decoder (a child process) starts now: its start-up overlaps the download.
-        decoder = cleanup.enter_context(VideoDecoder()) if request.model == Model.VIDEO else None
+        decoder = (cleanup.enter_context(VideoDecoder(settings.decoder_max_memory_bytes))
+                   if request.model == Model.VIDEO else None)
 
         # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
         await reporter.stage("download", PROGRESS["download"])
@@ -444,6 +445,8 @@ async def _store(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: Jo
     # 8. Keep the MP4 under a key made from the job id: a redelivered job overwrites it.
     await reporter.stage("encode", PROGRESS["encode"])
     with timer("encode"):
+        if res.settings.hold_encode_s:  # tests only (see the setting)
+            await asyncio.sleep(res.settings.hold_encode_s)
         key = f"outputs/{request.job_id}.mp4"
         await asyncio.to_thread(res.storage.put_file, key, output)
     return JobResult(output_key=key, duration_s=duration_s, timings_ms=timer.ms, quality=quality)

@@ -43,6 +43,12 @@ class OrchestratorSettings(StorageSettings):
     # Source video frames are decoded whole: limits on their size and rate (video_too_large).
     max_video_pixels: int = 4096 * 2160
     max_video_fps: float = 60.0
+    # Address space of the child process that decodes a source video (RLIMIT_AS); past it the
+    # job fails with video_too_large. About 0.3 GiB at 480p and 0.5 GiB at 4K measured. 0: none.
+    decoder_max_memory_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # For tests of the final-state race only: the "encode" stage waits this long before the
+    # output is stored, so a cancel can be sent while the job is at that stage. Keep 0.
+    hold_encode_s: float = Field(default=0.0, ge=0, le=60)
     # A job that has not finished after base + per_output_s x its output length (seconds)
     # fails with deadline_exceeded and is refunded, instead of heart-beating forever.
     job_deadline_base_s: float = 300.0

@@ -9,6 +9,7 @@ import fcntl
 import io
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,12 +111,17 @@ class VideoDecoder:
     orchestrator. Start it ahead of need: its Python and PyAV start-up (about a second on a
     busy machine) then overlaps the job's download and analysis."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_memory_bytes: int = 0) -> None:
+        """`max_memory_bytes` (> 0): the child's address space is capped there (RLIMIT_AS,
+        set by the child itself before it reads the request), so a hostile video fails with
+        `video_too_large` instead of taking the machine's memory."""
         self._errors = tempfile.TemporaryFile()
+        # One malloc arena: per-thread arenas would reserve address space the cap counts.
+        env = {**os.environ, "MALLOC_ARENA_MAX": "1"}
         self._child = subprocess.Popen(
-            [sys.executable, "-m", "preprocess.decode"],
+            [sys.executable, "-m", "preprocess.decode", str(max(0, max_memory_bytes))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors,
-            cwd=str(Path(__file__).resolve().parent.parent),
+            cwd=str(Path(__file__).resolve().parent.parent), env=env,
         )
         assert self._child.stdout is not None
         _widen_pipe(self._child.stdout.fileno())
@@ -196,10 +202,23 @@ def _child_error(code: int, stderr: str) -> MediaError:
     return MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The video could not be decoded (the decoder crashed, {reason})")
 
 
-def _decode_to_stdout() -> int:
-    """Child side: one JSON request line on stdin, then the frames to the parent on a
-    private copy of stdout (C libraries that print to stdout would corrupt the stream, so
-    fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
+def _limit_memory(max_bytes: int) -> None:
+    if max_bytes > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+def _over_the_limit(max_bytes: int) -> MediaError:
+    return MediaError(
+        ErrorCode.VIDEO_TOO_LARGE,
+        f"The video needs more memory to decode than the decoder may use ({max_bytes // 2**20} MiB)",
+    )
+
+
+def _decode_to_stdout(max_memory_bytes: int = 0) -> int:
+    """Child side: cap its own memory, then one JSON request line on stdin, then the frames
+    to the parent on a private copy of stdout (C libraries that print to stdout would corrupt
+    the stream, so fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
+    _limit_memory(max_memory_bytes)
     frames_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     line = sys.stdin.readline()
@@ -212,7 +231,13 @@ def _decode_to_stdout() -> int:
                                        int(request["rotation_deg"])):
             frames_out.write(np.ascontiguousarray(frame).data)
         frames_out.flush()
+    except MemoryError:
+        error = _over_the_limit(max_memory_bytes)
+        print(json.dumps({"code": error.code, "message": error.message}), file=sys.stderr)
+        return 3
     except MediaError as exc:
+        if max_memory_bytes > 0 and "Cannot allocate memory" in exc.message:
+            exc = _over_the_limit(max_memory_bytes)  # FFmpeg's ENOMEM under the cap
         print(json.dumps({"code": exc.code, "message": exc.message}), file=sys.stderr)
         return 3
     except BrokenPipeError:
@@ -262,4 +287,4 @@ class FrameStore:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_decode_to_stdout())
+    raise SystemExit(_decode_to_stdout(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -103,13 +104,31 @@ def quality_object(status: lipsync_pb2.JobStatus) -> dict[str, Any] | None:
             "faces_found": q.faces_found, "frames": q.frames}
 
 
+def output_expired_at_ms(record: JobRecord, retention_s: float | None, now_s: float | None) -> int | None:
+    """When the output's file was (or will be) removed by the expiry sweep, if that moment
+    has passed: the file is written just before the job completes and swept `retention_s`
+    after it was written. None while the output is still kept (or retention is unknown)."""
+    if retention_s is None or not record.completed_at_ms:
+        return None
+    ends_ms = record.completed_at_ms + int(retention_s * 1000)
+    now_ms = int((time.time() if now_s is None else now_s) * 1000)
+    return ends_ms if now_ms >= ends_ms else None
+
+
 def job_object(
-    record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None
+    record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None,
+    *, retention_s: float | None = None,
 ) -> dict[str, Any]:
+    """`retention_s` (the gateway's reading): a completed job whose output has been swept
+    for expiry has `output`/`outputs` null and `expires_at` the moment it expired, never a
+    signed link to a file that is gone."""
     status = JobStatus(record.status)
     completed = status is JobStatus.COMPLETED
     output = expires_at = None
-    if completed and record.output_key:
+    expired_ms = output_expired_at_ms(record, retention_s, now_s) if completed else None
+    if expired_ms is not None:
+        expires_at = iso_from_ms(expired_ms)
+    elif completed and record.output_key:
         signed = signer.sign(record.output_key, url_ttl_s, now_s)
         output = signed.url
         expires_at = iso_from_ms(ms_from_datetime(signed.expires_at))

@@ -384,7 +384,12 @@ def main() -> None:
         if not args.no_admin:
             key = subprocess.run([sys.executable, "-m", "gateway.admin", "ensure-admin"], cwd=ROOT, env=env,  # stderr: where the password is
                                  check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-            print(f"\nlipsyncd is ready at {public_url}\nAPI key: {key}\n\nTry:\n"
+            admin_email = env.get("LIPSYNCD_ADMIN_EMAIL", "admin@localhost")
+            password_file = home / "admin_password"
+            where = (f"its password is in {password_file}" if password_file.exists()
+                     else "its password was set with `python -m gateway.admin`")
+            print(f"\nlipsyncd is ready at {public_url}\nAPI key: {key}\n"
+                  f"Dashboard: {public_url}/  (log in as {admin_email}; {where}; or sign up)\n\nTry:\n"
                   f"  curl -s -X POST {public_url}/api/v1/lipsync-image \\\n"
                   f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
                   "    -d '{\"formState\": {\"image\": \"https://example.com/portrait.png\", "

@@ -9,7 +9,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from sqlalchemy import Connection, delete, func, select, update
@@ -40,6 +40,9 @@ class LoginPolicy:
     max_failures_per_account: int = 10
     max_failures_per_ip: int = 100
     max_rows: int = 100_000
+    # Sign-ups are counted in the same table (key "signup:<ip>"), over their own window.
+    signup_window_s: int = 3600
+    max_signups_per_ip: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginPolicy:
@@ -48,6 +51,8 @@ class LoginPolicy:
             max_failures_per_account=settings.login_max_failures_per_account,
             max_failures_per_ip=settings.login_max_failures_per_ip,
             max_rows=settings.login_throttle_max_rows,
+            signup_window_s=settings.signup_window_s,
+            max_signups_per_ip=settings.signup_max_per_ip,
         )
 
 
@@ -179,3 +184,48 @@ async def login_with_password(
 
     token = await db.run_async(start)
     return LoginSuccess(account_id, account_email, token)
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    """What a sign-up grants: the plan and its two credit balances."""
+
+    plan: str
+    api_credits: int
+    app_credits: int
+
+
+async def sign_up(
+    db: Database,
+    checks: PasswordChecks,
+    policy: LoginPolicy,
+    *,
+    email: str,
+    password: str,
+    client_ip: str,
+    grant: NewAccount,
+    session_ttl_s: int,
+) -> LoginSuccess:
+    """Create an account and start its session, at most `max_signups_per_ip` attempts per
+    client address per `signup_window_s` (counted in the database before the password is
+    hashed, so a flood is counted even while it waits; raises `LoginThrottled`). The argon2
+    hash runs through `checks` (bounded, outside any transaction). Raises
+    `users.AccountExistsError` when the email is taken (that attempt counts too)."""
+    key = f"signup:{client_ip}"[:MAX_KEY_CHARS]
+    window = replace(policy, window_s=policy.signup_window_s)
+    now = utcnow()
+    wait_s = await db.read_async(lambda c: retry_after_s(c, [key], [policy.max_signups_per_ip], now))
+    if wait_s is not None:
+        raise LoginThrottled(wait_s, "Too many sign-ups from this address; try again later")
+    await db.run_async(lambda s: record_failure(s, [key], window, utcnow()))
+    password_hash = await checks.hash(password)
+
+    def create(session: Session) -> LoginSuccess:
+        account = users.create_account(
+            session, email, password, grant.plan, grant.api_credits, grant.app_credits,
+            password_hash=password_hash,
+        )
+        token = sessions.start_session(session, account.id, session_ttl_s)
+        return LoginSuccess(account.id, account.email, token)
+
+    return await db.run_async(create)

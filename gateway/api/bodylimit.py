@@ -11,9 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proto.vocabulary import ErrorCode
 
 UPLOAD_PATH = "/api/v1/uploads"
-# The dashboard's playground form carries up to two media files (picture or video, and audio).
+# The dashboard's playground form carries up to three media files (a face and two voices).
 PLAYGROUND_PATH = "/playground"
-PLAYGROUND_FILES = 2
+PLAYGROUND_FILES = 3
 # Multipart framing around the file: a request a little over the file cap is still fine.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 

@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy.orm import Session
 
-from gateway.accounts import sessions, users
+from gateway.accounts import logins, sessions, users
 from gateway.api.account import _safe_next, log_in, set_session_cookie
 from gateway.api.errors import ApiError
-from gateway.web.i18n import LANG_COOKIE, LANGUAGES
+from gateway.web.i18n import LANG_COOKIE, LANGUAGES, locale_for
 from gateway.web.render import error_page, render
 from gateway.web.security import check_csrf, context_of, session_user
+from proto.vocabulary import ErrorCode
 
 router = APIRouter(include_in_schema=False)
 
@@ -48,11 +48,21 @@ async def login_form(
     try:
         _account, token = await log_in(ctx, email, password[:MAX_PASSWORD_LENGTH], client)
     except ApiError as exc:
-        return render(request, "login.html", None, status_code=exc.status_code, title="Log in",
-                      next=next, email=email, error=exc.message)
+        page = render(request, "login.html", None, status_code=exc.status_code, title="Log in",
+                      next=next, email=email, error=_refusal_text(request, exc))
+        page.headers.update(exc.headers or {})
+        return page
     response = RedirectResponse(_dashboard_target(next), status_code=303)
     set_session_cookie(ctx, response, token)
     return response
+
+
+def _refusal_text(request: Request, exc: ApiError) -> str:
+    """The form's error line; a 429 says how long to wait, in the page's language."""
+    if exc.status_code != 429:
+        return exc.message
+    wait_s = int((exc.headers or {}).get("Retry-After", "60"))
+    return locale_for(request).gettext("throttled").format(minutes=max(1, -(-wait_s // 60)))
 
 
 SIGNUP_CLOSED = "Sign-up is closed on this server; ask its operator for an account."
@@ -85,21 +95,25 @@ async def signup_form(
         return render(request, "signup.html", None, status_code=422, title="Sign up",
                       email=email, error=problem)
     plan = settings.plans[settings.default_plan]
-
-    def create(session: Session) -> str:
-        account = users.create_account(
-            session, email, password, settings.default_plan,
-            plan.api_credits_grant, plan.app_credits_grant,
-        )
-        return sessions.start_session(session, account.id, settings.session_ttl_s)
-
+    grant = logins.NewAccount(settings.default_plan, plan.api_credits_grant, plan.app_credits_grant)
     try:
-        token = await ctx.db.run_async(create)
+        created = await logins.sign_up(
+            ctx.db, ctx.password_checks, ctx.login_policy, email=email, password=password,
+            client_ip=request.client.host if request.client else "unknown",
+            grant=grant, session_ttl_s=settings.session_ttl_s,
+        )
+    except logins.LoginThrottled as exc:
+        throttled = ApiError(429, ErrorCode.RATE_LIMITED, exc.reason,
+                             headers={"Retry-After": str(exc.retry_after_s)})
+        page = render(request, "signup.html", None, status_code=429, title="Sign up",
+                      email=email, error=_refusal_text(request, throttled))
+        page.headers.update(throttled.headers or {})
+        return page
     except users.AccountExistsError:
         return render(request, "signup.html", None, status_code=409, title="Sign up",
                       email=email, error="An account with this email already exists")
     response = RedirectResponse("/keys", status_code=303)
-    set_session_cookie(ctx, response, token)
+    set_session_cookie(ctx, response, created.session_token)
     return response
 
 

@@ -20,6 +20,7 @@ ENGLISH: dict[str, str] = {
     "test_event_help": "Sends a signed test event (type \"test\") to this URL now, from the"
         " gateway, and records the answer below. The URL is also kept as your default for the"
         " Playground.",
+    "throttled": "Too many attempts. Try again in {minutes} min.",
 }
 
 ARABIC: dict[str, str] = {
@@ -52,6 +53,7 @@ ARABIC: dict[str, str] = {
     "Enter a valid email address": "أدخل بريدًا إلكترونيًا صالحًا",
     "The password must have at least 8 characters": "يجب أن تتكون كلمة المرور من 8 أحرف على الأقل",
     "Too many login attempts; wait a minute": "محاولات دخول كثيرة؛ انتظر دقيقة",
+    "throttled": "محاولات كثيرة. حاول مرة أخرى بعد {minutes} دقيقة.",
     "Language": "اللغة",
     "Signed in as": "مسجل الدخول باسم",
     "Create a key": "إنشاء مفتاح",
@@ -152,6 +154,8 @@ ARABIC: dict[str, str] = {
     "capture": "خصم نهائي",
     "release": "إرجاع",
     "Link expires": "ينتهي الرابط",
+    "Expired": "انتهت الصلاحية",
+    "The output expired and was deleted.": "انتهت صلاحية الناتج وحُذف.",
 }
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 
 from gateway import jobs, outputs
 from gateway.accounts.principal import Principal
@@ -36,6 +37,7 @@ MODE_INPUTS = {
     "lipsync-video": ("video", "audio"),
     "lipsync-image-multi": ("image", "left_audio", "right_audio"),
 }
+FILE_ROLES = frozenset(role for roles in MODE_INPUTS.values() for role in roles)
 
 
 @router.get("/jobs")
@@ -129,7 +131,11 @@ async def _media_url(request: Request, user: Principal, form: Any, role: str) ->
 
 @router.post("/playground")
 async def playground_submit(request: Request, user: WebUser) -> Response:
-    form = await request.form()
+    try:
+        # Every mode's file inputs are posted (the hidden ones empty); the body is bounded by BodyLimit.
+        form = await request.form(max_files=len(FILE_ROLES), max_fields=30)
+    except MultiPartException as exc:
+        raise ApiError(422, ErrorCode.INVALID_REQUEST, exc.message) from None
     check_csrf(request, str(form.get("csrf_token", "")))
     ctx = context_of(request)
     mode = str(form.get("mode", "lipsync-image"))

@@ -24,7 +24,10 @@ SHORT_AUDIO_S = 1.5
 
 @pytest.fixture(scope="session")
 def browser_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    running = start_mesh(tmp_path_factory.mktemp("lipsyncd-browser-home"))
+    # Every browser signs up from 127.0.0.1; an account is throttled after 3 wrong passwords.
+    running = start_mesh(tmp_path_factory.mktemp("lipsyncd-browser-home"), {
+        "LIPSYNCD_SIGNUP_MAX_PER_IP": "100", "LIPSYNCD_LOGIN_MAX_FAILURES_PER_ACCOUNT": "3",
+    })
     yield running
     running.stop()
 

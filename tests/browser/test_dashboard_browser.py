@@ -186,6 +186,30 @@ def test_forms_without_the_right_csrf_token_are_refused(
     page.context.close()
 
 
+def test_make_serve_says_where_the_dashboard_is_and_a_throttled_login_says_so(
+    browser: Any, browser_mesh: Mesh, screenshots: Path
+) -> None:
+    mesh = browser_mesh
+    printed = "\n".join(mesh.output)
+    assert f"Dashboard: {mesh.url}/  (log in as admin@localhost; its password is in " in printed
+    assert str(mesh.home / "admin_password") in printed
+    page, _ = new_page(browser, mesh)
+    email = sign_up(page, mesh)
+    page.click("form[action='/logout'] button[type=submit]")
+    page.wait_for_url(f"{mesh.url}/login")
+    for password in ("wrong 1", "wrong 2", "wrong 3", PASSWORD):
+        page.fill("#email", email)
+        page.fill("#password", password)
+        with page.expect_navigation() as navigation:
+            page.click("form[action='/login'] button[type=submit]")
+    assert navigation.value.status == 429  # even the right password, until the window ends
+    assert 0 < int(navigation.value.headers["retry-after"]) <= 900
+    alert = page.text_content("[role=alert]")
+    assert alert == "Too many attempts. Try again in 15 min.", alert
+    shoot(page, screenshots, "login-throttled", phone=False)
+    page.context.close()
+
+
 @pytest.mark.parametrize("language", ["en", "ar"])
 def test_every_page_renders_offline_at_laptop_and_phone_width(
     browser: Any, browser_mesh: Mesh, screenshots: Path, language: str

@@ -18,7 +18,7 @@ import pytest
 from gateway.accounts import keys
 from gateway.billing.settlement import Outcome, settle
 from gateway.context import GatewayContext
-from gateway.models import Account, Job
+from gateway.models import Account, Job, LoginFailure
 from gateway.settings import Settings
 from postprocess.signing import verify_webhook
 from postprocess.webhooks import (
@@ -42,12 +42,17 @@ PAGES = ("/keys", "/credits", "/jobs", "/playground", "/webhooks", "/docs/quicks
 
 
 @pytest.fixture
-def gateway_settings(database_url: str, nats_url: str, tmp_path: Path) -> Settings:
-    """As the shared fixture, plus private URLs allowed (the webhook receiver is on loopback)."""
+def gateway_settings(
+    database_url: str, nats_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Settings:
+    """As the shared fixture, plus private URLs allowed (the webhook receiver is on loopback);
+    a test's `settings` marker overrides fields (e.g. small throttling limits)."""
+    marker = request.node.get_closest_marker("settings")
     return Settings(
         home=tmp_path / "home", database_url=database_url, nats_url=nats_url,
         public_url="http://gateway.test", secret_key="test-secret", plans=TEST_PLANS,
         default_plan="test", triton_http_url="http://127.0.0.1:9", allow_private_urls=True,
+        **(marker.kwargs if marker else {}),
     )
 
 
@@ -297,3 +302,50 @@ async def test_signup_can_be_closed_by_the_operator(
         assert ctx.db.run(lambda s: s.query(Account).filter_by(email=email).count()) == 0
     finally:
         ctx.settings.signup_enabled = True
+
+
+@pytest.mark.settings(login_max_failures_per_account=3, login_window_s=300)
+async def test_a_throttled_login_form_says_how_long_to_wait(
+    client: httpx.AsyncClient, ctx: GatewayContext, make_account: MakeAccount
+) -> None:
+    """The /login form goes through the throttled `log_in`: past the account's failure limit
+    even the right password gets a 429 page that says so (Retry-After too), in Arabic as well."""
+    account = make_account()
+    token = csrf_of((await client.get("/login")).text)
+    for _ in range(3):
+        wrong = await client.post("/login", data={
+            "email": account.email, "password": "wrong password", "csrf_token": token})
+        assert wrong.status_code == 401 and "Invalid email or password" in wrong.text
+    refused = await client.post("/login", data={
+        "email": account.email, "password": account.password, "csrf_token": token})
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["retry-after"]) <= 300
+    assert 'role="alert">Too many attempts. Try again in 5 min.<' in refused.text
+    assert "lipsyncd_session" not in refused.headers.get("set-cookie", "")
+    client.cookies.set("lipsyncd_lang", "ar")
+    arabic = await client.post("/login", data={
+        "email": account.email, "password": account.password, "csrf_token": token})
+    assert arabic.status_code == 429 and "حاول مرة أخرى بعد 5 دقيقة" in arabic.text
+
+
+@pytest.mark.settings(signup_max_per_ip=2, signup_window_s=600)
+async def test_signups_are_throttled_per_address_in_the_database(
+    client: httpx.AsyncClient, ctx: GatewayContext
+) -> None:
+    # PostgreSQL's database is shared by this module's tests: start from no counted sign-ups.
+    ctx.db.run(lambda s: s.query(LoginFailure).filter(LoginFailure.key.like("signup:%")).delete(
+        synchronize_session=False))
+    emails = [f"flood-{i}-{uuid.uuid4().hex[:6]}@example.test" for i in range(3)]
+    for email in emails[:2]:
+        async with new_client(client) as browser:
+            token = csrf_of((await browser.get("/signup")).text)
+            made = await browser.post("/signup", data={"email": email, "password": PASSWORD, "csrf_token": token})
+            assert made.status_code == 303, made.text
+    async with new_client(client) as browser:
+        token = csrf_of((await browser.get("/signup")).text)
+        refused = await browser.post("/signup", data={"email": emails[2], "password": PASSWORD, "csrf_token": token})
+    assert refused.status_code == 429 and 0 < int(refused.headers["retry-after"]) <= 600
+    assert "Too many attempts. Try again in 10 min." in refused.text
+    assert ctx.db.run(lambda s: s.query(Account).filter_by(email=emails[2]).count()) == 0
+    rows = ctx.db.run(lambda s: s.query(LoginFailure).filter(LoginFailure.key.like("signup:%")).all())
+    assert [row.failures for row in rows] == [2]

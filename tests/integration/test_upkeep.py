@@ -6,7 +6,9 @@ the real gateway app, the real nats-server and the real Orchestrator class."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,8 +18,9 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
+from gateway.billing.settlement import Outcome, settle
 from gateway.context import GatewayContext
-from gateway.models import Job
+from gateway.models import Job, utcnow
 from gateway.settings import Settings
 from orchestrator.upkeep import sweep_expired
 from postprocess.storage import LocalStorage
@@ -141,6 +144,51 @@ async def test_expired_uploads_and_outputs_are_deleted(
     kept = await client.get(urls[1]["url"].removeprefix("http://gateway.test"))
     assert kept.status_code == 200
     assert sorted(p.name for p in (root / "outputs").iterdir()) == ["new.mp4"]
+
+
+async def test_a_swept_output_is_shown_expired_never_as_a_dead_link(
+    client: httpx.AsyncClient, make_account: MakeAccount, ctx: GatewayContext,
+    orchestrator_nc: Client,
+) -> None:
+    """After the sweep deletes an output (retention passed), GET, the job list and the job
+    page show no link to it; a job inside its retention still gets a working signed URL."""
+    account = make_account()
+    retention_s = ctx.settings.file_retention_s
+    now = utcnow()
+    (ctx.settings.storage_path / "outputs").mkdir(parents=True, exist_ok=True)
+    jobs = {}
+    for name, age_s in (("old", retention_s + 3600), ("fresh", 3600)):
+        job_id = await _submit_image(client, account)
+        await (await _job_message(orchestrator_nc, job_id)).ack()  # no orchestrator here: take it off the queue
+        key = f"outputs/{job_id}.mp4"
+        path = ctx.settings.storage_path / key
+        path.write_bytes(b"\x00" * 1000)
+        written = time.time() - age_s - 1
+        os.utime(path, (written, written))
+        completed_at = now - dt.timedelta(seconds=age_s)
+        outcome = Outcome(status="completed", output_key=key, completed_at=completed_at)
+        assert ctx.db.run(lambda s, job_id=job_id, outcome=outcome: settle(s, ctx.prices, job_id, outcome))
+        jobs[name] = (job_id, completed_at)
+    assert sweep_expired(LocalStorage(ctx.settings.storage_path), retention_s=retention_s) == 1
+
+    old_id, old_completed = jobs["old"]
+    old = (await client.get(f"/api/v1/jobs/{old_id}", headers=account.headers)).json()
+    assert old["status"] == "completed" and old["output"] is None and old["outputs"] is None
+    expired_at = old_completed + dt.timedelta(seconds=retention_s)
+    assert old["expires_at"] == expired_at.isoformat(timespec="milliseconds") + "Z"
+    fresh_id, _ = jobs["fresh"]
+    fresh = (await client.get(f"/api/v1/jobs/{fresh_id}", headers=account.headers)).json()
+    served = await client.get(fresh["output"].removeprefix("http://gateway.test"))
+    assert served.status_code == 200 and len(served.content) == 1000
+    listed = (await client.get("/api/v1/jobs", headers=account.headers)).json()["data"]
+    assert {job["id"]: job["output"] is None for job in listed} == {old_id: True, fresh_id: False}
+
+    login = await client.get("/login")
+    token = re.search(r'name="csrf_token" value="([0-9a-f]{64})"', login.text).group(1)
+    assert (await client.post("/login", data={"email": account.email, "password": account.password,
+                                              "csrf_token": token})).status_code == 303
+    page = (await client.get(f"/jobs/{old_id}")).text
+    assert 'id="output-expired"' in page and "/files/" not in page and "<video" not in page
 
 
 async def test_orchestrator_leaves_jobs_queued_while_its_disk_is_full(
