@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.api.bodylimit import MULTIPART_OVERHEAD_BYTES, BodyLimit
+from gateway.api.bodylimit import MULTIPART_OVERHEAD_BYTES, PLAYGROUND_FILES, BodyLimit
 
 MAX_JSON = 1024
 MAX_UPLOAD = 10_000
@@ -40,11 +40,13 @@ async def _status(path: str, *, declared: int | None = None, streamed: int = 0) 
     return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
 
 
-async def test_the_playground_takes_two_uploads_and_no_more() -> None:
-    two = 2 * MAX_UPLOAD + MULTIPART_OVERHEAD_BYTES
-    assert await _status("/playground", declared=two, streamed=two) == 200
-    assert await _status("/playground", declared=two + 1) == 413
-    assert await _status("/playground", streamed=two + 1) == 413  # chunked, no length declared
+async def test_the_playground_takes_its_uploads_and_no_more() -> None:
+    # A face and two voices for a conversation.
+    assert PLAYGROUND_FILES == 3
+    cap = PLAYGROUND_FILES * MAX_UPLOAD + MULTIPART_OVERHEAD_BYTES
+    assert await _status("/playground", declared=cap, streamed=cap) == 200
+    assert await _status("/playground", declared=cap + 1) == 413
+    assert await _status("/playground", streamed=cap + 1) == 413  # chunked, no length declared
 
 
 async def test_the_upload_route_takes_one_and_other_routes_the_json_limit() -> None:
