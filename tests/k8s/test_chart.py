@@ -176,8 +176,9 @@ def test_network_policies_leave_only_the_gateway_reachable() -> None:
 def test_ingress_carries_the_upload_size() -> None:
     docs = render(profile_values("default", EVERYTHING_ON))
     ingress = find(docs, "Ingress", "-gateway")
-    # Two files of the default 200 MiB (the dashboard's playground) and 1 MiB of framing.
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "401m"
+    # Three files of the default 200 MiB (the dashboard's playground: a face and two voices)
+    # and 1 MiB of framing.
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "601m"
     gateway = pod_spec(find(docs, "Deployment", "-gateway"))["containers"][0]
     assert {"name": "LIPSYNCD_MAX_UPLOAD_BYTES", "value": str(200 * 1024 * 1024)} in gateway["env"]
     assert {d["kind"] for d in docs} >= {"ServiceMonitor", "ScaledObject", "Ingress"}

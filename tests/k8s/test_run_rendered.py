@@ -207,14 +207,14 @@ def test_the_rendered_release_runs_and_a_job_goes_through(release: Release, data
         keys = {row[0] for row in db.execute("SELECT key FROM login_failures")}
     assert f"ip:{FORWARDED_CLIENT}" in keys, keys
 
-    # The dashboard's playground takes two files of config.maxUploadMiB; other forms do not,
+    # The dashboard's playground takes three files of config.maxUploadMiB; other forms do not,
     # and the Ingress lets through what the gateway takes.
     cap = MAX_UPLOAD_MIB * 1024 * 1024
     assert declared_body_status(gateway_port, "/playground", cap + 1) != 413
-    assert declared_body_status(gateway_port, "/playground", 2 * cap + 64 * 1024 + 1) == 413
+    assert declared_body_status(gateway_port, "/playground", 3 * cap + 64 * 1024 + 1) == 413
     assert declared_body_status(gateway_port, "/keys", cap) == 413
     ingress = find(render(deep_merge(release.values, {"ingress": {"enabled": True}})), "Ingress", "-gateway")
-    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{2 * MAX_UPLOAD_MIB + 1}m"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == f"{3 * MAX_UPLOAD_MIB + 1}m"
     assert ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/"
     assert httpx.get(f"{gateway_url}/", timeout=10).status_code in (200, 303, 307)  # the dashboard's front door
 
