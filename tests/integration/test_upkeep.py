@@ -25,6 +25,7 @@ from gateway.settings import Settings
 from orchestrator.upkeep import sweep_expired
 from postprocess.storage import LocalStorage
 from proto import lipsync_pb2, topology
+from proto.jobobject import ms_from_datetime
 from tests.integration.conftest_gateway import ApiAccount, api_balance, wait_for_job_status
 from tests.integration.test_gateway_billing import ledger_kinds
 from tests.integration.test_job_final_state import _job_message, _orchestrator, _submit_image
@@ -166,7 +167,7 @@ async def test_a_swept_output_is_shown_expired_never_as_a_dead_link(
         written = time.time() - age_s - 1
         os.utime(path, (written, written))
         completed_at = now - dt.timedelta(seconds=age_s)
-        outcome = Outcome(status="completed", output_key=key, completed_at=completed_at)
+        outcome = Outcome(status="completed", output_key=key, completed_at_ms=ms_from_datetime(completed_at))
         assert ctx.db.run(lambda s, job_id=job_id, outcome=outcome: settle(s, ctx.prices, job_id, outcome))
         jobs[name] = (job_id, completed_at)
     assert sweep_expired(LocalStorage(ctx.settings.storage_path), retention_s=retention_s) == 1
