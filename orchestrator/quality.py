@@ -1,4 +1,4 @@
-"""The quality block a job carries (issue 15): measured by the service on what it rendered,
+"""The quality block a job carries: measured by the service on what it rendered,
 so a customer can flag a bad result without watching it.
 
 - sync: the mouth opening shown in each output frame (for a dub, the measured opening of

@@ -53,7 +53,7 @@ def rtf_jobs(quick: bool) -> list[JobSpec]:
     lengths_s = (10.0,) if quick else (10.0, 60.0)
     image = [JobSpec("lipsync-image", IMAGE, res, length) for length in lengths_s for res in ("480p", "720p")]
     others = [JobSpec("lipsync-video", VIDEO, res, 10.0, sync_mode="bounce") for res in ("480p", "720p")]
-    # The 5-8 s dubs of issue 15: 6 s of speech on the 6.1 s video, cut off at the speech's end.
+    # Short dubs (5-8 s): 6 s of speech on the 6.1 s video, cut off at the speech's end.
     others += [JobSpec("lipsync-video", VIDEO, res, 6.0, sync_mode="cut_off") for res in ("480p", "720p")]
     others.append(JobSpec("lipsync-image-multi", "duo_photo.png", "480p", 5.0))
     return image + others

@@ -2,8 +2,7 @@
 (`make serve` with LIPSYNCD_HOLD_ENCODE_S holding that stage open for a few seconds, so the
 window is certain instead of ~0.1 s): the job ends canceled and refunded, its output file is
 deleted, neither GET nor the webhook carries a URL; a job not canceled in the same mesh
-completes and is charged. The race itself is decided in the gateway's database (issue 12
-item 4); tests/integration/test_job_final_state.py holds the same window in-process."""
+completes and is charged. The race itself is decided in the gateway's database; tests/integration/test_job_final_state.py holds the same window in-process."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""Attacks on resources and races through the whole mesh (issue 12, items 4, 5 and 7): an
+"""Attacks on resources and races through the whole mesh: an
 8K or 240 fps video fails clearly and costs nothing; a cancel that lands in the last moments
 of a job is never free (canceled: refunded, no output anywhere; or completed: charged);
 the scratch directory of a killed attempt is gone once the next orchestrator starts."""

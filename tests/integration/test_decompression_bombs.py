@@ -1,4 +1,4 @@
-"""Decompression bombs over real loopback HTTP (issue 12 item 2): a server that answers a
+"""Decompression bombs over real loopback HTTP: a server that answers a
 media fetch, and a webhook receiver that answers the delivery, with a body declared
 `Content-Encoding: gzip, gzip` that expands 50 MiB. Neither the fetcher nor the webhook
 sender may decode it, and their peak memory stays small."""

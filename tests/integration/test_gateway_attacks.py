@@ -1,4 +1,4 @@
-"""Attacks on a real gateway process over loopback (issue 12): over-size and endless
+"""Attacks on a real gateway process over loopback: over-size and endless
 bodies, floods of bad logins, fuzzed requests. After each, the gateway still answers, a
 job can still be submitted, and nothing was stored or charged for the attack."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hostile headers and query strings (issue 12 item 8): a non-ASCII Bearer key or URL
+"""Hostile headers and query strings: a non-ASCII Bearer key or URL
 signature is refused with 401/403 and the stable error code, never a 500."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Login throttling on SQLite and PostgreSQL (issue 12 item 3): failures counted in the
+"""Login throttling on SQLite and PostgreSQL: failures counted in the
 database per account and per address, 429 with Retry-After past the limit, a bounded table."""
 from __future__ import annotations
 

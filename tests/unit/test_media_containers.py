@@ -1,5 +1,4 @@
-"""Input media opened with the sniffed demuxer and the `file` protocol only (issue 12
-item 8): FFmpeg's own guess would open an ffconcat script as media that reads other files
+"""Input media opened with the sniffed demuxer and the `file` protocol only: FFmpeg's own guess would open an ffconcat script as media that reads other files
 of the orchestrator's disk (the concat demuxer's safe mode limits that to plain relative
 names, e.g. a job's other inputs); the probe child and the decoders refuse it."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""`make stages-wheel`: the stage contracts, clients and fakes installable on their own
-(issue 11 item 2): the wheel holds only them, installs into a fresh venv and works there
+"""`make stages-wheel`: the stage contracts, clients and fakes installable on their own:
+the wheel holds only them, installs into a fresh venv and works there
 without the repository (the client against a real Triton: tests/integration/test_stages_triton.py)."""
 from __future__ import annotations
 
