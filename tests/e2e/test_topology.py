@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import time
-import uuid
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +26,12 @@ import pytest
 from proto import lipsync_pb2
 from proto import topology as topology_names
 from tests.e2e.mesh import Mesh, start_mesh
+from tests.postgres import temporary_database
 from tests.s3server import MotoServer
 from tests.servers import MEDIA_DIR, MediaServer, WebhookReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kill]
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PORTRAITS = ("portrait_photo_a.png", "portrait_photo_b.png", "portrait_art.png", "portrait_painting.png")
 TRANSIENT = (httpx.TransportError, httpx.RemoteProtocolError)
 
@@ -53,17 +52,8 @@ def short_wav(name: str, seconds: float) -> bytes:
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    name = f"lipsyncd_topology_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("lipsyncd_topology") as url:
+        yield url
 
 
 STORAGE_PREFIX = "lipsyncd"

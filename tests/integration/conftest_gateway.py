@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import nats
-import psycopg
 import pytest
 from fastapi import FastAPI
 from nats.aio.client import Client
@@ -23,8 +22,8 @@ from gateway.billing.plans import Plan
 from gateway.context import GatewayContext
 from gateway.models import Job
 from gateway.settings import Settings
+from tests.postgres import temporary_database
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("sqlite", "postgresql")
 # Roomy limits so that only the test that is about a limit meets it.
 TEST_PLANS = {
@@ -42,17 +41,8 @@ TEST_PLANS = {
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database created for this test session on the local PostgreSQL, dropped after."""
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    name = f"lipsyncd_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("lipsyncd_test") as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

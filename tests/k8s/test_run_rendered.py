@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,12 @@ from nats.errors import NoServersError
 
 from tests.k8s.chart import deep_merge, find, pod_spec, profile_values, render
 from tests.k8s.kubelet import Cluster, Container, container_from
+from tests.postgres import temporary_database
 from tests.s3server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoServer
 from tests.servers import MEDIA_DIR, MediaServer
 
 pytestmark = pytest.mark.integration
 
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PUBLIC_URL = "https://lipsync.k8s-check.example"
 JOB_TIMEOUT_S = 300
 MAX_UPLOAD_MIB = 20  # small, so the body limits below are cheap to show
@@ -44,17 +43,8 @@ FORWARDED_CLIENT = "203.0.113.7"
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}")
-    name = f"lipsyncd_k8s_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_database("lipsyncd_k8s") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
