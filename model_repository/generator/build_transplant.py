@@ -3,8 +3,8 @@
 One graph composites one frame's changing window (see `1/transplant.py`, which computes its
 inputs and places the window back in the crop):
 (1) upsample the coarse sampling offsets and masks to the window (Resize, linear),
-(2) warp target and reference once each at native scale (the reference's teeth are resampled
-exactly once, bicubic; the target bilinear; GatherElements instead of GridSample, which is 5x
+(2) warp target and reference once each at native scale (the reference's lips and teeth are
+resampled exactly once, bicubic; its skin and the target bilinear; GatherElements instead of GridSample, which is 5x
 slower on CPU), (3) match the reference's colours to the
 target's skin ring (mean/std in an opponent space, Reinhard et al. 2001), (4) blend with
 the feathered mask and emit the crop (uint8) and the paste mask.
@@ -66,10 +66,11 @@ def _upsample(g: _Graph, coarse: str, channels: int, out_hw: str) -> str:
 
 
 def _channel_offsets(g: _Graph, side_i: str, rank: int) -> str:
-    """int64 [3, 1, ...] (rank dims): where each colour plane starts in the flattened planar image."""
-    side = g.op("Cast", side_i, to=TensorProto.INT64)
+    """int32 [3, 1, ...] (rank dims): where each colour plane starts in the flattened planar image
+    (int32 indices: half the memory traffic of int64, and 3 * S * S fits for any crop side)."""
+    side = g.op("Cast", side_i, to=TensorProto.INT32)
     plane = g.op("Mul", side, side)
-    return g.op("Mul", g.const(np.arange(3, dtype=np.int64).reshape((3,) + (1,) * (rank - 1)), np.int64), plane)
+    return g.op("Mul", g.const(np.arange(3, dtype=np.int32).reshape((3,) + (1,) * (rank - 1)), np.int32), plane)
 
 
 def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, out_hw: str) -> str:
@@ -86,7 +87,7 @@ def _sample(g: _Graph, planes: str, px: str, py: str, side_i: str, last: str, ou
     row0, row1 = g.op("Mul", y0, side_f), g.op("Mul", y1, side_f)
     taps = [g.op("Unsqueeze", g.op("Add", r, c), g.const([0], np.int64)) for r, c in
             ((row0, x0), (row0, x1), (row1, x0), (row1, x1))]
-    pixel = g.op("Cast", g.op("Concat", *taps, axis=0), to=TensorProto.INT64)  # [4, H, W], cast once
+    pixel = g.op("Cast", g.op("Concat", *taps, axis=0), to=TensorProto.INT32)  # [4, H, W], cast once
     index = g.op("Add", g.op("Unsqueeze", pixel, g.const([0], np.int64)), _channel_offsets(g, side_i, 4))
     flat_index = g.op("Reshape", index, g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
@@ -131,7 +132,7 @@ def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: s
     rows = stack([g.op("Clip", g.op("Add", y0, g.const(float(d))), g.const(0.0), last) for d in (-1, 0, 1, 2)])
     taps = g.op("Add", g.op("Unsqueeze", g.op("Mul", rows, side_f), g.const([1], np.int64)),
                 g.op("Unsqueeze", cols, first))  # [4 rows, 4 cols, H, W]
-    pixel = g.op("Cast", taps, to=TensorProto.INT64)  # cast once, before the channels multiply it by 3
+    pixel = g.op("Cast", taps, to=TensorProto.INT32)  # cast once, before the channels multiply it by 3
     index = g.op("Add", g.op("Unsqueeze", pixel, first), _channel_offsets(g, side_i, 5))  # [3, 4, 4, H, W]
     flat_index = g.op("Reshape", index, g.const([-1], np.int64))
     values = g.op("GatherElements", planes, flat_index, axis=0)
@@ -209,7 +210,21 @@ def build_graph() -> onnx.ModelProto:
 
     px_r = inner(g.op("Add", xs, g.op("Gather", up_r, g.const(0, np.int64), axis=0)))
     py_r = inner(g.op("Add", ys, g.op("Gather", up_r, g.const(1, np.int64), axis=0)))
-    sampled_r = _sample_cubic(g, flat_r, px_r, py_r, side_s, last, sizes_r)  # [3, h, w]
+    # Bilinear over the reference's part, bicubic over its lips and teeth (sharp_window: x0, y0,
+    # w, h inside it), where the 48-tap sample keeps edges; skin needs no more than 12 taps.
+    smooth_r = _sample(g, flat_r, px_r, py_r, side_s, last, sizes_r)  # [3, h, w]
+    x0_s, y0_s, w_s, h_s = g.split("sharp_window", 4, axis=0)
+    starts_s, sizes_s = g.op("Concat", y0_s, x0_s, axis=0), g.op("Concat", h_s, w_s, axis=0)
+    ends_s = g.op("Add", starts_s, sizes_s)
+    px_s = g.op("Slice", px_r, starts_s, ends_s, axes_hw)
+    py_s = g.op("Slice", py_r, starts_s, ends_s, axes_hw)
+    sharp_r = _sample_cubic(g, flat_r, px_s, py_s, side_s, last, sizes_s)  # [3, hs, ws]
+    pads_s = g.op("Concat", g.const([0], np.int64), starts_s, g.const([0], np.int64),
+                  g.op("Sub", sizes_r, ends_s), axis=0)
+    inside_s = g.op("Pad", g.op("Expand", g.const(1.0), g.op("Concat", g.const([1], np.int64), sizes_s, axis=0)),
+                    pads_s, g.const(0.0), mode="constant")  # [1, h, w]: 1 inside sharp_window
+    sampled_r = g.op("Add", g.op("Mul", smooth_r, g.op("Sub", g.const(1.0), inside_s)),
+                     g.op("Pad", sharp_r, pads_s, g.const(0.0), mode="constant"))
     after = g.op("Sub", out_hw, ends)
     pads = g.op("Concat", g.const([0], np.int64), starts, g.const([0], np.int64), after, axis=0)
     warped_r = g.op("Pad", sampled_r, pads, g.const(0.0), mode="constant")
@@ -272,7 +287,8 @@ def build_graph() -> onnx.ModelProto:
               helper.make_tensor_value_info("nose_ramp", FLOAT, [7]), crop_map("target_ring"), crop_map("reference_ring"),
               window_map("seam_band", 1), helper.make_tensor_value_info("seam_kernel_rows", FLOAT, ["Gh", "Gh"]),
               helper.make_tensor_value_info("seam_kernel_cols", FLOAT, ["Gw", "Gw"]),
-              helper.make_tensor_value_info("reference_window", TensorProto.INT64, [4])]
+              helper.make_tensor_value_info("reference_window", TensorProto.INT64, [4]),
+              helper.make_tensor_value_info("sharp_window", TensorProto.INT64, [4])]
     if tuple(i.name for i in inputs) != spec.INPUTS:
         raise RuntimeError("graph inputs out of step with transplant.INPUTS")
     outputs = [helper.make_tensor_value_info("crop", TensorProto.UINT8, [1, "H", "W", 3]),

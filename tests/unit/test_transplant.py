@@ -102,6 +102,19 @@ def test_the_reference_is_sampled_everywhere_it_shows(crops: dict[str, np.ndarra
     assert blend[~outside].max() > 0.99 and blend[outside].max() == 0.0
 
 
+def test_the_lips_are_sampled_bicubic(crops: dict[str, np.ndarray]) -> None:
+    """plan.sharp_window (bicubic) lies inside the reference's part of the window and holds
+    every outer-lip landmark of the composite; it is smaller than that part (skin around it is
+    sampled bilinear)."""
+    plan = tp.plan_transplant(crops["target_landmarks"], crops["reference_landmarks"], SIDE_PX)
+    x0, y0, _, _ = plan.window
+    rx, ry, rw, rh = (int(v) for v in plan.reference_window)
+    sx, sy, sw, sh = (int(v) for v in plan.sharp_window)
+    assert 0 <= sx and 0 <= sy and sx + sw <= rw and sy + sh <= rh and sw * sh < rw * rh
+    lips = plan.output_landmarks[list(tp.OUTER_LIPS)] - np.array([x0 + rx + sx, y0 + ry + sy])
+    assert (lips >= 0).all() and (lips[:, 0] < sw).all() and (lips[:, 1] < sh).all()
+
+
 def test_reference_equal_to_target_gives_back_the_target(crops: dict[str, np.ndarray]) -> None:
     crop, mask = tp.transplant_mouth(crops["target"], crops["target_landmarks"], crops["target"],
                                      crops["target_landmarks"])

@@ -6,9 +6,8 @@ is blended with a feathered lower-face mask.
 
 Numpy computes the geometry on a coarse grid (`plan_transplant`: similarity on the upper
 face, thin-plate splines (Bookstein 1989) for both sampling fields, masks); the pixel work
-(upsampling, one sample per image: bicubic for the reference, bilinear for the target,
-colour transfer, seam correction, blending)
-runs either in numpy (`render_numpy`) or in the ONNX graph built by `../build_transplant.py`.
+(upsampling, one sample per image: bicubic for the reference's lips and teeth, bilinear
+for its skin and for the target, colour transfer, seam correction, blending) runs either in numpy (`render_numpy`) or in the ONNX graph built by `../build_transplant.py`.
 """
 from __future__ import annotations
 
@@ -19,7 +18,8 @@ import numpy as np
 
 GRAPH_FILE = "transplant.onnx"
 INPUTS = ("target", "reference", "target_offset", "reference_offset", "blend_mask", "warp_mask", "nose_ramp",
-          "target_ring", "reference_ring", "seam_band", "seam_kernel_rows", "seam_kernel_cols", "reference_window")
+          "target_ring", "reference_ring", "seam_band", "seam_kernel_rows", "seam_kernel_cols", "reference_window",
+          "sharp_window")
 OUTPUTS = ("crop", "mask")
 COARSE_STEP_PX = 8  # geometry and masks live on a grid of side/8 cells (crops are multiples of 32)
 # Opponent colour space (luma + two chroma axes): a linear stand-in for Lab, so the
@@ -65,8 +65,12 @@ class TransplantPlan:
     output_landmarks: np.ndarray  # float32 [468, 2]: where the composite's landmarks are
     # int64 [4]: x0, y0, width, height in window pixels (multiples of COARSE_STEP_PX) of the part
     # of the window where the reference shows (blend > 0, plus a cell of margin): the costly
-    # bicubic sample of the reference is taken only there; elsewhere its share is exactly 0.
+    # sample of the reference is taken only there; elsewhere its share is exactly 0.
     reference_window: np.ndarray
+    # int64 [4]: x0, y0, width, height in reference_window pixels (multiples of COARSE_STEP_PX) of
+    # the lips and teeth (and a cell of margin): the reference is sampled bicubic there, where
+    # its edges are, and bilinear over the rest of reference_window (skin: a third of the taps).
+    sharp_window: np.ndarray
 
     def feeds(self, target: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
         return {"target": np.ascontiguousarray(target[None], np.uint8),
@@ -75,7 +79,8 @@ class TransplantPlan:
                 "blend_mask": self.blend_mask, "warp_mask": self.warp_mask, "nose_ramp": self.nose_ramp,
                 "target_ring": self.target_ring, "reference_ring": self.reference_ring,
                 "seam_band": self.seam_band, "seam_kernel_rows": self.seam_kernel_rows,
-                "seam_kernel_cols": self.seam_kernel_cols, "reference_window": self.reference_window}
+                "seam_kernel_cols": self.seam_kernel_cols, "reference_window": self.reference_window,
+                "sharp_window": self.sharp_window}
 
     def compose(self, target: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The window's (crop, mask) placed in the full crop: the target elsewhere, mask 0."""
@@ -120,11 +125,14 @@ def _tps_fit(centres: np.ndarray, values: np.ndarray, side: float, reg: float = 
 
 
 def _tps_eval(fit, points: np.ndarray, side: float) -> np.ndarray:
+    """The spline at points; the radial kernel in float32 (its log is most of the plan's
+    time, and offsets need far less than float32's precision)."""
     c, w, a = fit
     x = points / side
-    d2 = np.maximum((x**2).sum(1)[:, None] + (c**2).sum(1)[None] - 2.0 * x @ c.T, 1e-12)
-    k = 0.5 * d2 * np.log(d2)
-    return k @ w + np.concatenate([np.ones((len(x), 1)), x], 1) @ a
+    d2 = (x**2).sum(1)[:, None] + (c**2).sum(1)[None] - 2.0 * x @ c.T
+    d2 = np.maximum(d2.astype(np.float32), np.float32(1e-12))
+    k = np.float32(0.5) * d2 * np.log(d2)
+    return (k @ w.astype(np.float32)).astype(np.float64) + np.concatenate([np.ones((len(x), 1)), x], 1) @ a
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -300,6 +308,9 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     r_fit = _tps_fit(out[r_idx], ref[r_idx] - out[r_idx], side_px)
     win_grid = np.stack([xs[rows, cols].ravel(), ys[rows, cols].ravel()], 1)
     r_off = _tps_eval(r_fit, win_grid, side_px).reshape(r1 - r0, c1 - c0, 2)
+    # The lips (and teeth between them) within the reference's part of the window.
+    l0, l1, k0, k1 = _active_cells(lips[rows, cols][b0:b1, a0:a1] & (blend[rows, cols][b0:b1, a0:a1] > 0),
+                                   b1 - b0, a1 - a0)
 
     as_map = lambda a: np.ascontiguousarray(a[None, None], np.float32)  # noqa: E731
     as_field = lambda a: np.ascontiguousarray((a + origin).transpose(2, 0, 1)[None], np.float32)  # noqa: E731
@@ -315,7 +326,8 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
         seam_kernel_rows=np.ascontiguousarray(kernel[rows, rows], np.float32),
         seam_kernel_cols=np.ascontiguousarray(kernel[cols, cols], np.float32),
         output_landmarks=out.astype(np.float32),
-        reference_window=np.array([a0, b0, a1 - a0, b1 - b0], np.int64) * COARSE_STEP_PX)
+        reference_window=np.array([a0, b0, a1 - a0, b1 - b0], np.int64) * COARSE_STEP_PX,
+        sharp_window=np.array([k0, l0, k1 - k0, l1 - l0], np.int64) * COARSE_STEP_PX)
 
 
 def _active_cells(active: np.ndarray, g: int, gw: int | None = None) -> tuple[int, int, int, int]:
@@ -450,7 +462,11 @@ def render_window_numpy(plan: TransplantPlan, target: np.ndarray, reference: np.
     rx, ry, rw, rh = (int(v) for v in plan.reference_window)
     inner = (slice(ry, ry + rh), slice(rx, rx + rw))
     warped_r = np.zeros((h, w, 3), np.float32)
-    warped_r[inner] = sample_bicubic(reference, (bx[None, :] + r_off[0])[inner], (by[:, None] + r_off[1])[inner])
+    ref_x, ref_y = (bx[None, :] + r_off[0])[inner], (by[:, None] + r_off[1])[inner]
+    warped_r[inner] = sample_bilinear(reference, ref_x, ref_y)
+    sx, sy, sw, sh = (int(v) for v in plan.sharp_window)
+    sharp = (slice(ry + sy, ry + sy + sh), slice(rx + sx, rx + sx + sw))
+    warped_r[sharp] = sample_bicubic(reference, ref_x[sy:sy + sh, sx:sx + sw], ref_y[sy:sy + sh, sx:sx + sw])
     matrix, bias = colour_transfer(target, reference, plan.target_ring[0, 0], plan.reference_ring[0, 0])
     matched = warped_r @ matrix.T + bias
     # Membrane-like seam correction (a cheap stand-in for Poisson blending, Perez et al. 2003):
@@ -480,7 +496,9 @@ class TransplantGraph:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False  # as in lipwarp.render: idle instances hand memory back
+        # One frame per run: the arena holds one crop's working set (crops are at most
+        # 512 px), and reusing it saves a page-faulting allocation per buffer per frame.
+        options.enable_cpu_mem_arena = True
         self._session = ort.InferenceSession(str(Path(model_dir) / GRAPH_FILE), options,
                                              providers=session_providers())
 
