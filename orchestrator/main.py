@@ -32,6 +32,7 @@ from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
 from orchestrator.settings import OrchestratorSettings, load_settings
+from orchestrator.stages import TritonStages
 from orchestrator.status import JobReporter, now_ms, read_status
 from orchestrator.triton_pool import PoolSettings, TritonPool
 from orchestrator.upkeep import claim_scratch_root, free_disk_bytes, sweep_periodically
@@ -390,9 +391,11 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     bus = Bus(js=js, status_kv=await js.key_value(topology.STATUS_BUCKET),
               control_kv=await js.key_value(topology.CONTROL_BUCKET))
     storage = open_storage(settings.storage_url, settings.storage_root, settings.s3_config())
+    shared = settings.triton_shared_memory_on
     stages = TritonPool(settings.triton_url_list,
                         PoolSettings(probe_interval_s=settings.triton_probe_interval_s,
-                                     all_down_wait_s=settings.triton_all_down_wait_s))
+                                     all_down_wait_s=settings.triton_all_down_wait_s),
+                        client_factory=lambda url: TritonStages(url, shared_memory=shared))
     instances = await _stage_instances(stages)
     # Media uploaded to our own gateway is read from storage, not fetched over HTTP.
     fetcher = StorageShortcutFetcher(storage, settings.base_url,

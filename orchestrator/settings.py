@@ -13,6 +13,8 @@ from postprocess.settings import StorageSettings
 from postprocess.webhooks import DEFAULT_DELAYS_S
 from proto.secretkey import load_secret_key, scale_out_reasons
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 class OrchestratorSettings(StorageSettings):
     """The orchestrator's settings; storage, link signing and scale-out: StorageSettings."""
@@ -28,6 +30,10 @@ class OrchestratorSettings(StorageSettings):
     # Several Triton servers, comma-separated gRPC host:port; stage calls are spread over
     # them (round robin, a dead one skipped). Empty: triton_url alone.
     triton_urls: str = ""
+    # Large tensors to and from Triton through POSIX shared memory instead of inside gRPC
+    # messages: on (true), off (false), or unset: on when every Triton URL is on this host
+    # (127.0.0.1 / localhost / ::1); a server that cannot map a region turns it off for itself.
+    triton_shared_memory: bool | None = None
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
     allow_private_urls: bool = False
@@ -95,6 +101,12 @@ class OrchestratorSettings(StorageSettings):
     def triton_url_list(self) -> list[str]:
         urls = [url.strip() for url in self.triton_urls.split(",") if url.strip()]
         return urls or [self.triton_url]
+
+    @property
+    def triton_shared_memory_on(self) -> bool:
+        if self.triton_shared_memory is not None:
+            return self.triton_shared_memory
+        return all(url.rsplit(":", 1)[0].strip("[]") in LOOPBACK_HOSTS for url in self.triton_url_list)
 
     @property
     def home_dir(self) -> Path:

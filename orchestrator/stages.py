@@ -69,8 +69,8 @@ class TritonStages:
     tells request errors from an unavailable stage)."""
 
     def __init__(self, url: str = "", timeout_s: float = 300.0,
-                 client: AsyncStageClient | None = None) -> None:
-        self.client = client or AsyncStageClient(url, timeout_s)
+                 client: AsyncStageClient | None = None, shared_memory: bool = False) -> None:
+        self.client = client or AsyncStageClient(url, timeout_s, shared_memory=shared_memory)
         # Instances per model, read from Triton's model configuration by load_instance_counts().
         self.instances: dict[str, int] = {}
 
@@ -132,5 +132,7 @@ class TritonStages:
         if reference is not None and reference_landmarks is not None:
             arrays["reference"] = np.asarray(reference, dtype=np.uint8)
             arrays["reference_landmarks"] = reference_landmarks.astype(np.float32)
-        out = await self.client.infer("generator", ("frames", "mask"), **arrays)
+        count, side = mouth_params.shape[0], np.asarray(source).shape[1]
+        sizes = {"frames": count * side * side * 3, "mask": count * side * side * 4}  # uint8 RGB, float32
+        out = await self.client.infer_arrays("generator", ("frames", "mask"), arrays, output_bytes=sizes)
         return Rendered(frames=out["frames"], masks=out["mask"])

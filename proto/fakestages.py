@@ -132,6 +132,10 @@ class FakeAsyncStageClient:
     async def infer(self, model: str, outputs: tuple[str, ...] = (), **arrays: Any) -> dict[str, np.ndarray]:
         return self.sync.infer(model, outputs, **arrays)
 
+    async def infer_arrays(self, model: str, outputs: tuple[str, ...], arrays: Mapping[str, Any],
+                           output_bytes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        return self.sync.infer(model, outputs, **arrays)
+
     async def instance_count(self, model: str) -> int:
         return self.sync.instance_count(model)
 

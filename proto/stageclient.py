@@ -6,16 +6,26 @@ retrying) and `StageUnavailable` for everything else Triton could not do (retry)
 each model's instance count from Triton's model-configuration API.
 
 The gRPC connection is one injectable object (`connection=`), so a wrapper can hand in
-its own, e.g. a round robin over several Triton servers."""
+its own, e.g. a round robin over several Triton servers.
+
+With `shared_memory=True` (a Triton on the same host) the async client passes large tensors
+through POSIX shared memory (Triton's system shared-memory extension) instead of inside the
+gRPC messages: each is copied once into a region the server maps, where gRPC would
+serialise and copy it several times (a 720p dub moves ~0.6 GB of frames and crops)."""
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
+import os
 from collections.abc import Mapping
+from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpc_sync
 import tritonclient.grpc.aio as grpc_aio
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from .stages import STAGE_MODELS, StageRequestError, StageUnavailable, contract
 
@@ -29,6 +39,12 @@ _CHANNEL_ARGS = [
 # NOT_FOUND: a restarting Triton answers it for a model it has not loaded yet (model names
 # are checked against the contracts before sending anyway).
 _REQUEST_ERROR_CODES = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"})
+SHARED_MIN_BYTES = 1024 * 1024  # tensors at least this large go through shared memory (when on)
+SHARED_PREFIX = "lipsyncd_"  # region names: SHARED_PREFIX + pid + "_" + a counter
+SHARED_ROUND_BYTES = 8 * 1024 * 1024  # regions are sized in steps of this
+SHARED_IDLE_REGIONS = 4  # idle regions a client keeps registered for its next requests
+_REGIONS = itertools.count()
+log = logging.getLogger(__name__)
 
 
 def stage_error(model: str, exc: InferenceServerException) -> Exception:
@@ -115,18 +131,81 @@ class AsyncStageClient:
     """The asyncio twin of StageClient (tritonclient.grpc.aio)."""
 
     def __init__(self, url: str = "", timeout_s: float = DEFAULT_TIMEOUT_S,
-                 connection: grpc_aio.InferenceServerClient | None = None) -> None:
+                 connection: grpc_aio.InferenceServerClient | None = None, shared_memory: bool = False,
+                 shared_min_bytes: int = SHARED_MIN_BYTES) -> None:
         if connection is None and not url:
             raise ValueError("give the Triton gRPC address or a connection")
         self.connection = connection or grpc_aio.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
         self.timeout_s = timeout_s
+        self.shared_memory = shared_memory
+        self.shared_min_bytes = shared_min_bytes
+        self._regions = _RegionPool()
+
+    async def _infer_shared(self, model: str, names: tuple[str, ...], arrays: Mapping[str, np.ndarray],
+                            output_bytes: Mapping[str, int]) -> dict[str, np.ndarray] | None:
+        """The request with its large tensors in one shared-memory region; None when it has
+        none that large, or the server cannot map a region (shared memory is then off)."""
+        big_in = [name for name, array in arrays.items() if array.nbytes >= self.shared_min_bytes]
+        big_out = [name for name in names if output_bytes.get(name, 0) >= self.shared_min_bytes]
+        if not big_in and not big_out:
+            return None
+        sizes = [arrays[name].nbytes for name in big_in] + [int(output_bytes[name]) for name in big_out]
+        offsets = dict(zip(big_in + big_out, np.cumsum([0] + sizes[:-1]).tolist(), strict=True))
+        region = await self._regions.take(sum(sizes), self.connection, self.timeout_s)
+        if region is None:
+            log.warning("%s: Triton cannot map shared memory; tensors go inside gRPC messages", model)
+            self.shared_memory = False
+            return None
+        try:
+            inputs = []
+            for name, array in arrays.items():
+                tensor = grpc_aio.InferInput(name, list(array.shape), contract(model).input(name).datatype)
+                if name in offsets:
+                    np.ndarray(array.shape, array.dtype, buffer=region.buf, offset=offsets[name])[...] = array
+                    tensor.set_shared_memory(region.name, array.nbytes, offsets[name])
+                else:
+                    tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            requested = []
+            for name in names:
+                output = grpc_aio.InferRequestedOutput(name)
+                if name in big_out:
+                    output.set_shared_memory(region.name, int(output_bytes[name]), offsets[name])
+                requested.append(output)
+            try:
+                result = await self.connection.infer(model, inputs, outputs=requested, client_timeout=self.timeout_s)
+            except InferenceServerException as exc:
+                raise stage_error(model, exc) from exc
+            answer: dict[str, np.ndarray] = {}
+            for name in names:
+                if name in big_out:
+                    meta = result.get_output(name)
+                    answer[name] = np.ndarray(list(meta.shape), triton_to_np_dtype(meta.datatype), buffer=region.buf,
+                                              offset=offsets[name]).copy()
+                else:
+                    answer[name] = result.as_numpy(name)
+            return answer
+        finally:
+            await self._regions.give_back(region, self.connection, self.timeout_s)
 
     async def close(self) -> None:
+        await self._regions.close(self.connection)
         await self.connection.close()
 
     async def infer(self, model: str, outputs: tuple[str, ...] = (), **arrays: Any) -> dict[str, np.ndarray]:
+        return await self.infer_arrays(model, outputs, arrays)
+
+    async def infer_arrays(self, model: str, outputs: tuple[str, ...], arrays: Mapping[str, Any],
+                           output_bytes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """`infer` with the inputs as a mapping; output_bytes: the sizes of outputs known in
+        advance, which may then come back through shared memory too (when it is on)."""
         names = _output_names(model, outputs)
-        inputs = _tensors(grpc_aio, model, _prepared(model, arrays, names))
+        prepared = _prepared(model, arrays, names)
+        if self.shared_memory:
+            answer = await self._infer_shared(model, names, prepared, output_bytes or {})
+            if answer is not None:
+                return answer
+        inputs = _tensors(grpc_aio, model, prepared)
         requested = [grpc_aio.InferRequestedOutput(name) for name in names]
         try:
             result = await self.connection.infer(model, inputs, outputs=requested, client_timeout=self.timeout_s)
@@ -153,3 +232,73 @@ class AsyncStageClient:
             return True
         except InferenceServerException:
             return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _RegionPool:
+    """Shared-memory regions registered with one Triton server, reused from request to
+    request (a fresh region costs a page fault per page on both sides, more than the copy it
+    saves); at most SHARED_IDLE_REGIONS idle ones are kept. Each is unlinked from /dev/shm as
+    soon as the server has mapped it, so a crash leaves no file behind; a region a dead
+    process left registered is released on first use."""
+
+    def __init__(self) -> None:
+        self._idle: list[shared_memory.SharedMemory] = []
+        self._checked = False
+
+    async def take(self, size: int, connection: Any, timeout_s: float) -> shared_memory.SharedMemory | None:
+        if not self._checked:
+            await self._release_stale(connection)
+        fits = [region for region in self._idle if region.size >= size]
+        if fits:
+            region = min(fits, key=lambda r: r.size)
+            self._idle.remove(region)
+            return region
+        size = -(-size // SHARED_ROUND_BYTES) * SHARED_ROUND_BYTES  # room for a slightly larger batch
+        region = shared_memory.SharedMemory(name=f"{SHARED_PREFIX}{os.getpid()}_{next(_REGIONS)}", create=True,
+                                            size=size)
+        try:
+            await connection.register_system_shared_memory(region.name, "/" + region.name, region.size,
+                                                           client_timeout=timeout_s)
+        except InferenceServerException:
+            region.close()
+            region.unlink()
+            return None
+        region.unlink()  # the server has it mapped; the name is no longer needed
+        return region
+
+    async def give_back(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
+        self._idle.append(region)
+        while len(self._idle) > SHARED_IDLE_REGIONS:
+            await self._drop(min(self._idle, key=lambda r: r.size), connection, timeout_s)
+
+    async def close(self, connection: Any) -> None:
+        while self._idle:
+            await self._drop(self._idle[0], connection, 5.0)
+
+    async def _drop(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
+        self._idle.remove(region)
+        with contextlib.suppress(InferenceServerException):
+            await connection.unregister_system_shared_memory(region.name, client_timeout=timeout_s)
+        region.close()
+
+    async def _release_stale(self, connection: Any) -> None:
+        self._checked = True
+        try:
+            status = await connection.get_system_shared_memory_status(as_json=True)
+        except InferenceServerException:
+            return
+        for name in status.get("regions", {}):
+            pid = name.removeprefix(SHARED_PREFIX).split("_")[0]
+            if name.startswith(SHARED_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(InferenceServerException):
+                    await connection.unregister_system_shared_memory(name)

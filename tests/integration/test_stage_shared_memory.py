@@ -1,0 +1,108 @@
+"""Large tensors through Triton's system shared memory (a Triton on the same host): the same
+answers as inside gRPC messages, regions reused from request to request, none left in
+/dev/shm nor, once the client is closed, on the server, and a region a dead process left
+registered is released."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpc_aio
+
+from orchestrator.stages import TritonStages
+from preprocess.align import extract_crop, face_crop_box
+from preprocess.decode import iter_video_frames
+from proto.stageclient import SHARED_PREFIX, AsyncStageClient
+from tests.integration.fixtures_triton import TritonServer
+from tests.media import media_file
+
+pytestmark = pytest.mark.integration
+
+FACE_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "face_detection" / "1"
+SIDE_PX = 256
+
+
+@pytest.fixture
+async def plain(triton: TritonServer) -> AsyncIterator[TritonStages]:
+    client = TritonStages(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+def _frames(count: int) -> np.ndarray:
+    frames = []
+    for frame in iter_video_frames(media_file("talk_a.mp4"), 22.131, (480, 480)):
+        frames.append(frame)
+        if len(frames) == count:
+            break
+    return np.stack(frames)
+
+
+def _regions_on_disk() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")}
+
+
+async def _registered(url: str) -> dict[str, object]:
+    client = grpc_aio.InferenceServerClient(url=url)
+    try:
+        return dict((await client.get_system_shared_memory_status(as_json=True)).get("regions", {}))
+    finally:
+        await client.close()
+
+
+async def test_tracking_and_transplant_answer_the_same_through_shared_memory(
+        plain: TritonStages, triton: TritonServer) -> None:
+    shared = TritonStages(triton.grpc_url, shared_memory=True)
+    frames = _frames(8)  # 8 x 480 x 480 x 3: 5.5 MB in one tensor
+    want = await plain.track_faces(frames, max_faces=1)
+    got = await shared.track_faces(frames, max_faces=1)
+    assert [len(f) for f in got] == [len(f) for f in want] == [1] * 8
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a[0].landmarks, b[0].landmarks)
+
+    landmarks = np.stack([f[0].landmarks for f in want])
+    boxes = [face_crop_box(lm, size=SIDE_PX) for lm in landmarks]
+    crops = np.stack([extract_crop(frame, box) for frame, box in zip(frames, boxes, strict=True)])
+    crop_landmarks = np.stack([box.to_crop(lm) for box, lm in zip(boxes, landmarks, strict=True)])
+    reference, reference_landmarks = crops[::-1].copy(), crop_landmarks[::-1].copy()
+    params, motion = np.zeros((8, 8), np.float32), np.zeros((8, 4), np.float32)
+    want_out = await plain.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
+    got_out = await shared.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
+    np.testing.assert_array_equal(got_out.frames, want_out.frames)  # 1.5 MB each way
+    np.testing.assert_array_equal(got_out.masks, want_out.masks)
+    assert got_out.masks.max() > 0.5 and shared.client.shared_memory  # it really went the shared way
+    ours = [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
+    again = await shared.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
+    np.testing.assert_array_equal(again.frames, want_out.frames)
+    assert 1 <= len(ours) <= 2  # one region per request in flight, reused by the next request
+    assert sorted(ours) == sorted(name for name in await _registered(triton.grpc_url) if name in ours or
+                                  name.startswith(f"{SHARED_PREFIX}{os.getpid()}_"))
+    assert _regions_on_disk() == set()  # unlinked once the server mapped them
+    await shared.close()
+    assert not [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
+
+
+async def test_a_region_a_dead_process_left_registered_is_released(triton: TritonServer) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    name = f"{SHARED_PREFIX}{dead}_0"
+    region = shared_memory.SharedMemory(name=name, create=True, size=4096)
+    try:
+        admin = grpc_aio.InferenceServerClient(url=triton.grpc_url)
+        await admin.register_system_shared_memory(name, "/" + name, 4096)
+        await admin.close()
+        assert name in await _registered(triton.grpc_url)
+        client = AsyncStageClient(triton.grpc_url, shared_memory=True)
+        await client.infer("audio_features", audio=np.zeros(16_000 * 20, np.float32),  # 1.3 MB: the shared way
+                           fps=np.array([25.0], np.float32))
+        await client.close()
+        assert name not in await _registered(triton.grpc_url)
+    finally:
+        region.close()
+        region.unlink()
