@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -31,9 +32,9 @@ class OrchestratorSettings(StorageSettings):
     # them (round robin, a dead one skipped). Empty: triton_url alone.
     triton_urls: str = ""
     # Large tensors to and from Triton through POSIX shared memory instead of inside gRPC
-    # messages: on (true), off (false), or unset: on when every Triton URL is on this host
-    # (127.0.0.1 / localhost / ::1); a server that cannot map a region turns it off for itself.
-    triton_shared_memory: bool | None = None
+    # messages: true, false, or auto: on when every Triton URL is on this host (127.0.0.1 /
+    # localhost / ::1); a server that cannot map a region turns it off for itself.
+    triton_shared_memory: Literal["auto", "true", "false"] = "auto"
     public_url: str = ""
     port: int = Field(default=8000, validation_alias="PORT")
     allow_private_urls: bool = False
@@ -104,8 +105,8 @@ class OrchestratorSettings(StorageSettings):
 
     @property
     def triton_shared_memory_on(self) -> bool:
-        if self.triton_shared_memory is not None:
-            return self.triton_shared_memory
+        if self.triton_shared_memory != "auto":
+            return self.triton_shared_memory == "true"
         return all(url.rsplit(":", 1)[0].strip("[]") in LOOPBACK_HOSTS for url in self.triton_url_list)
 
     @property
