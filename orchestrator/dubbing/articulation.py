@@ -4,8 +4,9 @@ stage as the new speech (recogniser phones fused with acoustics), and a ridge re
 those stage tracks, with the speech energy and its dips and onsets around each frame, onto the
 mouth the video shows (the library's measured jaw and lip opening). The new speech's tracks go
 through the same map, so the mouth search aims at openings this speaker makes for such sounds,
-and energy dips inside speech (stop closures the recogniser missed) close the mouth as they
-closed the speaker's own.
+and energy dips inside speech lower the opening as much as they lowered the speaker's own (one
+linear weight for all dips, most of them t, k or s with the lips apart: the map never shuts the
+lips; the stage's closures, kept shut here, do).
 
 Where the source has no usable speech (silent, too short, or the fit explains too little of
 the mouth's movement), there is no map and the stage's tracks are used as they are."""
