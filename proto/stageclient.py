@@ -156,6 +156,7 @@ class AsyncStageClient:
             log.warning("%s: Triton cannot map shared memory; tensors go inside gRPC messages", model)
             self.shared_memory = False
             return None
+        returned = False
         try:
             inputs = []
             for name, array in arrays.items():
@@ -175,6 +176,13 @@ class AsyncStageClient:
             try:
                 result = await self.connection.infer(model, inputs, outputs=requested, client_timeout=self.timeout_s)
             except InferenceServerException as exc:
+                if "shared memory region" in str(exc.message() or "").lower():
+                    # The server no longer knows the regions (it restarted): new ones from now
+                    # on, and this request inside gRPC messages.
+                    log.warning("%s: Triton lost its shared-memory regions (%s); registering new ones",
+                                model, exc.message())
+                    self._regions.forget()
+                    return None
                 raise stage_error(model, exc) from exc
             answer: dict[str, np.ndarray] = {}
             for name in names:
@@ -184,9 +192,12 @@ class AsyncStageClient:
                                               offset=offsets[name]).copy()
                 else:
                     answer[name] = result.as_numpy(name)
+            await self._regions.give_back(region, self.connection, self.timeout_s)
+            returned = True
             return answer
         finally:
-            await self._regions.give_back(region, self.connection, self.timeout_s)
+            if not returned:  # a failed request: the server may be gone, or may have lost it
+                await self._regions.discard(region, self.connection)
 
     async def close(self) -> None:
         await self._regions.close(self.connection)
@@ -284,6 +295,17 @@ class _RegionPool:
     async def close(self, connection: Any) -> None:
         while self._idle:
             await self._drop(self._idle[0], connection, 5.0)
+
+    def forget(self) -> None:
+        """Drop the idle regions without asking the server (it no longer has them)."""
+        for region in self._idle:
+            region.close()
+        self._idle.clear()
+
+    async def discard(self, region: shared_memory.SharedMemory, connection: Any) -> None:
+        """A region whose request failed: unregistered where the server still answers, closed."""
+        self._idle.append(region)
+        await self._drop(region, connection, 5.0)
 
     async def _drop(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
         self._idle.remove(region)

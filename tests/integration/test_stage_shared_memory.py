@@ -106,3 +106,25 @@ async def test_a_region_a_dead_process_left_registered_is_released(triton: Trito
     finally:
         region.close()
         region.unlink()
+
+
+async def test_a_server_that_lost_the_regions_still_answers(triton: TritonServer) -> None:
+    """A restarted Triton no longer knows the pooled regions: the request is answered inside
+    gRPC messages and the next one registers a new region."""
+    client = AsyncStageClient(triton.grpc_url, shared_memory=True)
+    audio = np.sin(np.arange(16_000 * 20) / 7).astype(np.float32) * 0.1  # 1.3 MB: the shared way
+    fps = np.array([25.0], np.float32)
+    first = await client.infer("audio_features", audio=audio, fps=fps)
+    ours = [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
+    assert ours
+    admin = grpc_aio.InferenceServerClient(url=triton.grpc_url)
+    for name in ours:  # as a restart would
+        await admin.unregister_system_shared_memory(name)
+    await admin.close()
+    again = await client.infer("audio_features", audio=audio, fps=fps)
+    np.testing.assert_array_equal(again["mouth_params"], first["mouth_params"])
+    third = await client.infer("audio_features", audio=audio, fps=fps)
+    np.testing.assert_array_equal(third["mouth_params"], first["mouth_params"])
+    now = [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
+    assert now and not set(now) & set(ours) and client.shared_memory
+    await client.close()
