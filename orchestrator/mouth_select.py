@@ -14,6 +14,11 @@ from orchestrator.mouth_library import CLOSURE, JAW, LIP_OPEN, N_PARAMS, MouthLi
 # jaw, lip_open, lip_width, lip_round, closure, teeth, tongue, activity
 DEFAULT_SHAPE_WEIGHTS = (1.0, 3.0, 0.5, 0.5, 1.0, 0.3, 0.1, 0.0)
 CHUNK_ELEMENTS = 1 << 20  # output frames x library frames costed at once (memory flat in video length)
+# A shown mouth narrower than the target by more than this (lip_open units) is opened wider by
+# the generator (its reference_opening); the excess beyond it is the extra opening, so the
+# opening grows continuously from 0 as the target outgrows the library.
+WIDEN_TOLERANCE = 0.06
+MIN_STYLE_SHARE = 0.6  # the speaking-style match keeps at least this share of the target's opening and jaw
 
 
 @dataclass(frozen=True)
@@ -180,7 +185,7 @@ def _misses(got: np.ndarray, target: np.ndarray, w: SelectionWeights) -> np.ndar
     """[T] bool: the shown mouth misses the target's opening or jaw, or is open where the target closes."""
     return ((np.abs(got[:, LIP_OPEN] - target[:, LIP_OPEN]) > w.fallback_open)
             | (np.abs(got[:, JAW] - target[:, JAW]) > w.fallback_jaw)
-            | ((target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)))
+            | closure_misses(got, target))
 
 
 def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
@@ -194,9 +199,30 @@ def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
     return out
 
 
-def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, strength: float = 1.0) -> np.ndarray:
+def closure_misses(got: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[T] bool: the shown mouth is open where the target closes the lips (no opening helps)."""
+    return (target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)
+
+
+def widen_selection(library: MouthLibrary, target_params: np.ndarray, selection: MouthSelection,
+                    tolerance: float = WIDEN_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """Where the chosen mouths are narrower than the target, open them wider instead of
+    falling back to the parametric generator: (fallback bool [T], left only where the target
+    closes lips the library shows open; extra lip opening float32 [T] in parameter units, the
+    target's opening minus the shown one's beyond `tolerance`, 0 on fallback frames)."""
+    target = np.asarray(target_params, np.float32).reshape(-1, N_PARAMS)
+    got = library.params[selection.frames]
+    fallback = _fallback_runs(selection.fallback & closure_misses(got, target))
+    extra = np.maximum(target[:, LIP_OPEN] - got[:, LIP_OPEN] - tolerance, 0.0)
+    extra[fallback] = 0.0
+    return fallback, extra.astype(np.float32)
+
+
+def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, strength: float = 1.0,
+                         floor: float = MIN_STYLE_SHARE) -> np.ndarray:
     """Map the target's jaw/opening distribution onto the library's (quantile matching):
-    a person who speaks with a small mouth keeps doing so, instead of falling back."""
+    a person who speaks with a small mouth keeps doing so, instead of falling back; but never
+    below `floor` times the target, so a calm speaker's dub still opens for open vowels."""
     target = np.asarray(target_params, np.float32).copy()
     lib = library.params[library.usable]
     if lib.shape[0] < 8:
@@ -207,7 +233,7 @@ def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, stren
         dst = np.quantile(lib[:, col], qs)
         if np.ptp(src) < 1e-6:
             continue
-        mapped = np.interp(target[:, col], np.maximum.accumulate(src), dst)
+        mapped = np.maximum(np.interp(target[:, col], np.maximum.accumulate(src), dst), floor * target[:, col])
         target[:, col] = (1 - strength) * target[:, col] + strength * mapped
     target[:, CLOSURE] = np.where(target[:, LIP_OPEN] > 0.1, 0.0, target[:, CLOSURE])
     return target

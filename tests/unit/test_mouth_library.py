@@ -21,7 +21,13 @@ from orchestrator.mouth_library import (
     calibrate,
     measure_mouths,
 )
-from orchestrator.mouth_select import SelectionWeights, match_speaking_style, select_mouths
+from orchestrator.mouth_select import (
+    WIDEN_TOLERANCE,
+    SelectionWeights,
+    match_speaking_style,
+    select_mouths,
+    widen_selection,
+)
 from tests.media import media_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,9 +164,45 @@ def test_style_matching_brings_a_wide_target_into_the_library_range() -> None:
     params[:, LIP_OPEN] *= 0.3
     library = make_library(params)
     target = speech_params(60, seed=5)
-    matched = match_speaking_style(target, library)
+    matched = match_speaking_style(target, library, floor=0.0)
     assert matched[:, LIP_OPEN].max() <= params[:, LIP_OPEN].max() + 1e-5
     assert np.corrcoef(matched[:, LIP_OPEN], target[:, LIP_OPEN])[0, 1] > 0.95
+
+
+def test_style_matching_keeps_a_share_of_the_target_for_a_calm_speaker() -> None:
+    params = speech_params(100)
+    params[:, LIP_OPEN] *= 0.3
+    library = make_library(params)
+    target = speech_params(60, seed=5)
+    matched = match_speaking_style(target, library, floor=0.6)
+    assert (matched[:, LIP_OPEN] >= 0.6 * target[:, LIP_OPEN] - 1e-6).all()
+    assert matched[:, LIP_OPEN].max() > params[:, LIP_OPEN].max() + 0.1  # wider than the library
+    assert matched[:, LIP_OPEN].max() <= target[:, LIP_OPEN].max() + 1e-6
+
+
+def test_a_narrow_library_mouth_is_opened_wider_instead_of_falling_back() -> None:
+    params = speech_params(100)
+    params[:, LIP_OPEN] *= 0.3
+    library = make_library(params)
+    target = speech_params(40, seed=5)
+    selection = select_mouths(library, target, np.arange(40))
+    assert selection.fallback.any()  # the library has no mouth this wide
+    fallback, extra = widen_selection(library, target, selection)
+    assert not fallback.any()
+    shown = library.params[selection.frames, LIP_OPEN] + extra
+    short = target[:, LIP_OPEN] - shown
+    assert (short <= WIDEN_TOLERANCE + 1e-6).all()
+    assert (extra[target[:, LIP_OPEN] <= library.params[selection.frames, LIP_OPEN] + WIDEN_TOLERANCE] == 0).all()
+
+
+def test_a_closure_the_library_cannot_show_still_falls_back() -> None:
+    params = speech_params(50)
+    params[:, LIP_OPEN] = np.maximum(params[:, LIP_OPEN], 0.3)  # no closed frame at all
+    library = make_library(params)
+    target = np.zeros((10, N_PARAMS), np.float32)
+    target[:, CLOSURE] = 1.0
+    fallback, extra = widen_selection(library, target, select_mouths(library, target, np.arange(10)))
+    assert fallback.all() and (extra == 0).all()
 
 
 # --- descriptors measured on real landmarks (skipped without the face_detection models)

@@ -29,6 +29,7 @@ from lipwarp.interior import (
     mouth_layers,
 )
 from lipwarp.lids import EyeLids, eye_lids
+from lipwarp.opening import opened_shapes, uncovered_share
 from lipwarp.shapes import (
     BLINK,
     HEAD_ROLL,
@@ -248,3 +249,42 @@ class Renderer:
             rows.append(_ellipses(moved.mean(axis=1), rolled, 2.3 * half_eye, 1.9 * half_eye,
                                   np.clip(motion[:, BLINK] / 0.05, 0, 1), side))
         return np.stack(rows, axis=1)
+
+    def render_opened(self, image: np.ndarray, landmarks: np.ndarray, extra_gap_iod: float, teeth: float,
+                      tongue: float) -> tuple[np.ndarray, np.ndarray]:
+        """One crop [S,S,3] with its mouth opened extra_gap_iod wider (`opening.py`): the
+        recording stretched (no fill paints it shut), the synthesized interior only as strong
+        as the share of the opening the recording does not show. Returns the opened crop and
+        its landmarks [468, 3] (z kept)."""
+        image, landmarks = np.asarray(image), np.asarray(landmarks, dtype=np.float64)
+        side = image.shape[0]
+        palette = face_palette(image.astype(np.float64), landmarks)
+        fill = mouth_fill_feeds(landmarks, palette, side)
+        fill["fill_active"] = np.array(False)
+        fill["source"] = np.ascontiguousarray(image[None], dtype=np.uint8)
+        (unfilled,) = self._source_session.run(["prepared"], fill)
+        shape = source_shape(landmarks, side)
+        prep = PreparedSource(image=unfilled, shape=shape, palette=palette,
+                              lids=eye_lids(image.astype(np.float64), landmarks, shape.frame),
+                              gap_px=float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2])))
+        shapes, moved = opened_shapes(shape, np.array([extra_gap_iod]))
+        grid = self._grid(side)
+        motion = np.zeros((1, 4))
+        field = fit_fields(shapes.target_px, shapes.source_px, side)
+        layers = mouth_layers(shapes.inner_upper_px, shapes.inner_lower_px, side)
+        interior = interior_vectors(layers, shape.frame.iod_px, np.array([teeth]), np.array([tongue]))
+        interior[:, spec.OPEN_STRENGTH] *= uncovered_share(prep.gap_px, layers.gap_px)
+        feeds = {**self._lid_feeds(prep, motion, side),
+                 "source": prep.image, "palette": palette.mouth, "blink": np.zeros(1, np.float32),
+                 "centres_aug": field.augmented(), "weights": field.weights, "affine": field.affine,
+                 "grid_aug": grid.grid_aug, "grid_window": grid.grid_window, "base_grid": grid.base_grid,
+                 "grid_scale": grid.grid_scale,
+                 "coarse_shape": np.array([1, grid.cells, grid.cells, 2], dtype=np.int64),
+                 "mouth_active": np.array(bool((interior[:, spec.OPEN_STRENGTH] > 0).any())),
+                 "mouth_roi": _union_roi(layers.roi, side),
+                 "mouth_affine": layers.affine, "mouth_curves": layers.curves, "interior": interior,
+                 "mask_ellipses": self._mask_ellipses(prep, layers, interior, motion, side, eyes=False)}
+        frames, _ = self._session.run(list(spec.OUTPUTS), feeds)
+        opened = landmarks.astype(np.float32)
+        opened[:, :2] = moved[0]
+        return frames[0], opened
