@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 PARAMETRIC = -1  # `references` entry: no library mouth fits, the parametric generator renders
 LIBRARY_MAX_FRAMES = 750  # the library is an even sample of runs from at most this many frames (~30 s)
 LIBRARY_RUN_FRAMES = 25  # sampled in runs of this many consecutive frames (mouth motion stays measurable)
+MIN_OPENING_IOD = 0.01  # a mouth is opened wider only by more than this (less is under a pixel; not worth a render)
 
 
 def library_sample(count: int, max_frames: int = LIBRARY_MAX_FRAMES, run: int = LIBRARY_RUN_FRAMES) -> np.ndarray:
@@ -62,9 +63,14 @@ def choose_mouths(source: SourceVideo, order: np.ndarray, mouth_params: np.ndarr
     fallback, extra = widen_selection(library, target, selection)
     references = np.where(fallback, PARAMETRIC, selection.frames).astype(np.int64)
     opening = (extra * library.calibration.span[LIP_OPEN]).astype(np.float32)
-    log.info("dub: %d of %d output frames transplanted from %d distinct source frames (%d opened wider), "
-             "%d parametric", int((references >= 0).sum()), len(references),
-             len(np.unique(references[references >= 0])), int((opening > 0).sum()), int((references < 0).sum()))
+    extra = np.where(opening > MIN_OPENING_IOD, extra, 0.0).astype(np.float32)
+    opening = np.where(opening > MIN_OPENING_IOD, opening, 0.0).astype(np.float32)
+    log.info("dub: %d of %d output frames transplanted from %d distinct source frames (%d opened wider, "
+             "by up to %.2f IOD), %d parametric", int((references >= 0).sum()), len(references),
+             len(np.unique(references[references >= 0])), int((opening > 0).sum()), float(opening.max(initial=0.0)),
+             int((references < 0).sum()))
+    log.debug("dub: openings %s at output frames %s", np.round(opening[opening > 0], 3).tolist(),
+              np.flatnonzero(opening > 0).tolist())
     return MouthChoice(references, opening, extra)
 
 

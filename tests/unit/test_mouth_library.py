@@ -22,8 +22,12 @@ from orchestrator.mouth_library import (
     measure_mouths,
 )
 from orchestrator.mouth_select import (
-    WIDEN_TOLERANCE,
+    CALM_STYLE_SHARE,
+    EXPRESSIVE_P95,
+    WIDEN_FROM,
+    WIDEN_FULL,
     SelectionWeights,
+    calm_share,
     match_speaking_style,
     select_mouths,
     widen_selection,
@@ -178,6 +182,12 @@ def test_style_matching_keeps_a_share_of_the_target_for_a_calm_speaker() -> None
     assert (matched[:, LIP_OPEN] >= 0.6 * target[:, LIP_OPEN] - 1e-6).all()
     assert matched[:, LIP_OPEN].max() > params[:, LIP_OPEN].max() + 0.1  # wider than the library
     assert matched[:, LIP_OPEN].max() <= target[:, LIP_OPEN].max() + 1e-6
+    # by default: only as much as the library is calm
+    assert calm_share(np.zeros(50)) == CALM_STYLE_SHARE
+    assert calm_share(np.full(50, EXPRESSIVE_P95)) == 0.0
+    expressive = make_library(speech_params(100))
+    np.testing.assert_array_equal(match_speaking_style(target, expressive),
+                                  match_speaking_style(target, expressive, floor=0.0))
 
 
 def test_a_narrow_library_mouth_is_opened_wider_instead_of_falling_back() -> None:
@@ -189,10 +199,11 @@ def test_a_narrow_library_mouth_is_opened_wider_instead_of_falling_back() -> Non
     assert selection.fallback.any()  # the library has no mouth this wide
     fallback, extra = widen_selection(library, target, selection)
     assert not fallback.any()
-    shown = library.params[selection.frames, LIP_OPEN] + extra
-    short = target[:, LIP_OPEN] - shown
-    assert (short <= WIDEN_TOLERANCE + 1e-6).all()
-    assert (extra[target[:, LIP_OPEN] <= library.params[selection.frames, LIP_OPEN] + WIDEN_TOLERANCE] == 0).all()
+    short = target[:, LIP_OPEN] - library.params[selection.frames, LIP_OPEN]
+    assert (short[selection.fallback] > WIDEN_FULL).any()
+    np.testing.assert_allclose(extra[short >= WIDEN_FULL], short[short >= WIDEN_FULL], atol=1e-6)  # all the way
+    assert (extra[short <= WIDEN_FROM] == 0).all()
+    assert ((extra >= 0) & (extra <= np.maximum(short, 0) + 1e-6)).all()
 
 
 def test_a_closure_the_library_cannot_show_still_falls_back() -> None:

@@ -111,6 +111,15 @@ def _union_roi(b: np.ndarray, side: int) -> np.ndarray:
     return np.array([y0, x0, y1, x1], dtype=np.int64)
 
 
+# Eyelids of a crop that never blinks (render_opened): the graph skips the lid layer, so its
+# geometry is never read; zeros of the right shapes stand in for measuring it.
+_NO_BLINK = EyeLids(affine=np.zeros((spec.EYES, 2, 3), np.float32),
+                    curves=np.zeros((spec.EYES, 2, 3 * spec.CURVE_SEGMENTS + 1), np.float32),
+                    params=np.zeros((spec.EYES, spec.EYE_PARAMS_LEN), np.float32),
+                    outlines_px=np.zeros((spec.EYES, 2 * (spec.CURVE_SEGMENTS + 1), 2)),
+                    axes=np.zeros((spec.EYES, 2)))
+
+
 class Renderer:
     """Runs the generator graph a batch of frames per call; identical inputs give identical
     outputs, and a frame renders bit-identically alone or inside any batch."""
@@ -264,8 +273,7 @@ class Renderer:
         fill["source"] = np.ascontiguousarray(image[None], dtype=np.uint8)
         (unfilled,) = self._source_session.run(["prepared"], fill)
         shape = source_shape(landmarks, side)
-        prep = PreparedSource(image=unfilled, shape=shape, palette=palette,
-                              lids=eye_lids(image.astype(np.float64), landmarks, shape.frame),
+        prep = PreparedSource(image=unfilled, shape=shape, palette=palette, lids=_NO_BLINK,
                               gap_px=float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2])))
         shapes, moved = opened_shapes(shape, np.array([extra_gap_iod]))
         grid = self._grid(side)
