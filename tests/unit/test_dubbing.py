@@ -140,7 +140,7 @@ def test_openings_go_with_their_references_and_reopen_a_frames_own_mouth(tmp_pat
     (call,) = [c for c in stages.calls if c["reference"] is not None]
     # frame 1 (own mouth, no opening) is left alone; frame 2 (own mouth, opened) is rendered
     assert [int(c[0, 0, 0]) for c in call["reference"]] == [level(i) for i in (3, 2, 1, 0)]  # type: ignore[union-attr]
-    np.testing.assert_array_equal(call["reference_opening"], [0.1, 0.2, 0.0, 0.05])
+    np.testing.assert_array_equal(call["reference_opening"], np.array([0.1, 0.2, 0.0, 0.05], np.float32))
     stages, _, _ = run_render(source, order, refs, batch=6, openings=np.zeros(6, np.float32))
     assert all(c["reference_opening"] is None for c in stages.calls)  # nothing to open: not sent
 
