@@ -211,15 +211,19 @@ def closure_misses(got: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def widen_selection(library: MouthLibrary, target_params: np.ndarray, selection: MouthSelection,
-                    start: float = WIDEN_FROM, full: float = WIDEN_FULL) -> tuple[np.ndarray, np.ndarray]:
+                    start: float = WIDEN_FROM, full: float = WIDEN_FULL,
+                    weights: SelectionWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Where the chosen mouths are narrower than the target, open them wider instead of
-    falling back to the parametric generator: (fallback bool [T], left only where the target
-    closes lips the library shows open; extra lip opening float32 [T] in parameter units:
-    the target's opening minus the shown one's, faded in between `start` and `full` of
-    shortfall, 0 on fallback frames)."""
+    falling back to the parametric generator: (fallback bool [T], left only where the shown
+    mouth is too open, which no opening helps: the target closes lips the library shows
+    open, or opens them less by more than `fallback_open`; extra lip opening float32 [T] in
+    parameter units: the target's opening minus the shown one's, faded in between `start`
+    and `full` of shortfall, 0 on fallback frames)."""
+    w = weights or SelectionWeights()
     target = np.asarray(target_params, np.float32).reshape(-1, N_PARAMS)
     got = library.params[selection.frames]
-    fallback = _fallback_runs(selection.fallback & closure_misses(got, target))
+    too_open = closure_misses(got, target) | (got[:, LIP_OPEN] - target[:, LIP_OPEN] > w.fallback_open)
+    fallback = _fallback_runs(selection.fallback & too_open)
     short = np.maximum(target[:, LIP_OPEN] - got[:, LIP_OPEN], 0.0)
     ramp = np.clip((short - start) / max(full - start, 1e-6), 0.0, 1.0)
     extra = short * ramp * ramp * (3.0 - 2.0 * ramp)

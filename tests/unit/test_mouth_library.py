@@ -260,3 +260,15 @@ def test_dropping_the_lower_lip_and_chin_opens_mouth_and_jaw(portrait_landmarks:
     assert np.all(np.diff(library.raw[:, LIP_OPEN]) > 0)
     assert np.all(np.diff(library.raw[:, JAW]) > 0)
     assert library.params[-1, LIP_OPEN] > library.params[0, LIP_OPEN] + 0.8
+
+
+def test_a_library_mouth_too_open_for_the_target_still_falls_back() -> None:
+    params = speech_params(50)
+    params[:, LIP_OPEN] = np.maximum(params[:, LIP_OPEN], 0.6)  # never less open than this
+    library = make_library(params)
+    target = np.zeros((10, N_PARAMS), np.float32)  # a barely open mouth, lips not pressed
+    target[:, LIP_OPEN] = 0.05
+    selection = select_mouths(library, target, np.arange(10))
+    fallback, extra = widen_selection(library, target, selection)
+    np.testing.assert_array_equal(fallback, selection.fallback)
+    assert fallback.all() and (extra == 0).all()
