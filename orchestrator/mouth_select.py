@@ -14,6 +14,17 @@ from orchestrator.mouth_library import CLOSURE, JAW, LIP_OPEN, N_PARAMS, MouthLi
 # jaw, lip_open, lip_width, lip_round, closure, teeth, tongue, activity
 DEFAULT_SHAPE_WEIGHTS = (1.0, 3.0, 0.5, 0.5, 1.0, 0.3, 0.1, 0.0)
 CHUNK_ELEMENTS = 1 << 20  # output frames x library frames costed at once (memory flat in video length)
+# A shown mouth narrower than the target is opened wider by the generator (its
+# reference_opening): not at all up to WIDEN_FROM short (lip_open units), by the whole
+# shortfall from WIDEN_FULL on, smoothly in between (no jump as the target outgrows the library).
+WIDEN_FROM = 0.08
+WIDEN_FULL = 0.16
+# The speaking-style match keeps at least a share of the target's opening and jaw for a calm
+# speaker (a video that barely opens the mouth), so the dub still opens for open vowels: up to
+# CALM_STYLE_SHARE for a library that never opens, none for one whose 95th percentile of each
+# column reaches EXPRESSIVE_P95 (parameter units; most talking videos do).
+CALM_STYLE_SHARE = 0.8
+EXPRESSIVE_P95 = 0.4
 
 
 @dataclass(frozen=True)
@@ -180,7 +191,7 @@ def _misses(got: np.ndarray, target: np.ndarray, w: SelectionWeights) -> np.ndar
     """[T] bool: the shown mouth misses the target's opening or jaw, or is open where the target closes."""
     return ((np.abs(got[:, LIP_OPEN] - target[:, LIP_OPEN]) > w.fallback_open)
             | (np.abs(got[:, JAW] - target[:, JAW]) > w.fallback_jaw)
-            | ((target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)))
+            | closure_misses(got, target))
 
 
 def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
@@ -194,9 +205,44 @@ def _fallback_runs(flag: np.ndarray, bridge: int = 2) -> np.ndarray:
     return out
 
 
-def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, strength: float = 1.0) -> np.ndarray:
+def closure_misses(got: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """[T] bool: the shown mouth is open where the target closes the lips (no opening helps)."""
+    return (target[:, CLOSURE] > 0.5) & (got[:, LIP_OPEN] > 0.1)
+
+
+def widen_selection(library: MouthLibrary, target_params: np.ndarray, selection: MouthSelection,
+                    start: float = WIDEN_FROM, full: float = WIDEN_FULL,
+                    weights: SelectionWeights | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Where the chosen mouths are narrower than the target, open them wider instead of
+    falling back to the parametric generator: (fallback bool [T], left only where the shown
+    mouth is too open, which no opening helps: the target closes lips the library shows
+    open, or opens them less by more than `fallback_open`; extra lip opening float32 [T] in
+    parameter units: the target's opening minus the shown one's, faded in between `start`
+    and `full` of shortfall, 0 on fallback frames)."""
+    w = weights or SelectionWeights()
+    target = np.asarray(target_params, np.float32).reshape(-1, N_PARAMS)
+    got = library.params[selection.frames]
+    too_open = closure_misses(got, target) | (got[:, LIP_OPEN] - target[:, LIP_OPEN] > w.fallback_open)
+    fallback = _fallback_runs(selection.fallback & too_open)
+    short = np.maximum(target[:, LIP_OPEN] - got[:, LIP_OPEN], 0.0)
+    ramp = np.clip((short - start) / max(full - start, 1e-6), 0.0, 1.0)
+    extra = short * ramp * ramp * (3.0 - 2.0 * ramp)
+    extra[fallback] = 0.0
+    return fallback, extra.astype(np.float32)
+
+
+def calm_share(library_column: np.ndarray, share: float = CALM_STYLE_SHARE, expressive: float = EXPRESSIVE_P95) -> float:
+    """The share of the target a calm library keeps (0 for an expressive one)."""
+    p95 = float(np.percentile(library_column, 95)) if library_column.size else 0.0
+    return share * float(np.clip(1.0 - p95 / expressive, 0.0, 1.0))
+
+
+def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, strength: float = 1.0,
+                         floor: float | None = None) -> np.ndarray:
     """Map the target's jaw/opening distribution onto the library's (quantile matching):
-    a person who speaks with a small mouth keeps doing so, instead of falling back."""
+    a person who speaks with a small mouth keeps doing so, instead of falling back; but never
+    below `floor` times the target (by default `calm_share` of the library's column), so a
+    calm speaker's dub still opens for open vowels (the generator opens the mouths wider)."""
     target = np.asarray(target_params, np.float32).copy()
     lib = library.params[library.usable]
     if lib.shape[0] < 8:
@@ -207,7 +253,8 @@ def match_speaking_style(target_params: np.ndarray, library: MouthLibrary, stren
         dst = np.quantile(lib[:, col], qs)
         if np.ptp(src) < 1e-6:
             continue
-        mapped = np.interp(target[:, col], np.maximum.accumulate(src), dst)
+        share = calm_share(lib[:, col]) if floor is None else floor
+        mapped = np.maximum(np.interp(target[:, col], np.maximum.accumulate(src), dst), share * target[:, col])
         target[:, col] = (1 - strength) * target[:, col] + strength * mapped
     target[:, CLOSURE] = np.where(target[:, LIP_OPEN] > 0.1, 0.0, target[:, CLOSURE])
     return target

@@ -20,7 +20,7 @@ import numpy as np
 from orchestrator.batches import abandon
 from orchestrator.billing import Billing
 from orchestrator.dubbing import (
-    choose_references,
+    choose_mouths,
     frames_to_track,
     render_dub,
     shown_opening,
@@ -409,8 +409,8 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         speaker = fit_speaker(own[0][: source.count], own[1][: source.count], library) if own is not None else None
         if speaker is not None:
             params = speaker_targets(speaker, params, energy)
-        references = await asyncio.to_thread(choose_references, source, order, params, library)
-        opening = shown_opening(source, library, order, references, params)
+        mouths = await asyncio.to_thread(choose_mouths, source, order, params, library)
+        opening = shown_opening(source, library, order, mouths.references, params, mouths.opening_params)
         quality = measure_quality(opening, energy, int(np.isfinite(opening).sum()), len(order))
     await reporter.stage("render", PROGRESS["dub_render"])
 
@@ -425,7 +425,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
                 if await reporter.is_canceled():
                     raise JobCanceled()
             await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
-                             references)
+                             mouths.references, mouths.opening)
     return await _store(request, reporter, res, output, len(order) / fps, timer, quality)
 
 

@@ -60,7 +60,8 @@ class Stages(Protocol):
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
                        mouth_params: np.ndarray, motion: np.ndarray,
                        reference: np.ndarray | None = None,
-                       reference_landmarks: np.ndarray | None = None) -> Rendered: ...
+                       reference_landmarks: np.ndarray | None = None,
+                       reference_opening: np.ndarray | None = None) -> Rendered: ...
 
 
 class TritonStages:
@@ -120,11 +121,15 @@ class TritonStages:
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
                        mouth_params: np.ndarray, motion: np.ndarray,
                        reference: np.ndarray | None = None,
-                       reference_landmarks: np.ndarray | None = None) -> Rendered:
+                       reference_landmarks: np.ndarray | None = None,
+                       reference_opening: np.ndarray | None = None) -> Rendered:
         """Parametric mouths, or with `reference` crops (+ their landmarks) the reference
-        frames' own mouths transplanted onto `source` (dubbing by re-synthesis)."""
+        frames' own mouths transplanted onto `source` (dubbing by re-synthesis), each opened
+        reference_opening IODs wider when that is given."""
         if (reference is None) != (reference_landmarks is None):
             raise StageRequestError("reference and reference_landmarks go together")
+        if reference_opening is not None and reference is None:
+            raise StageRequestError("reference_opening needs reference")
         arrays = {"source": np.asarray(source, dtype=np.uint8),
                   "source_landmarks": source_landmarks.astype(np.float32),
                   "mouth_params": mouth_params.astype(np.float32),
@@ -132,6 +137,8 @@ class TritonStages:
         if reference is not None and reference_landmarks is not None:
             arrays["reference"] = np.asarray(reference, dtype=np.uint8)
             arrays["reference_landmarks"] = reference_landmarks.astype(np.float32)
+        if reference_opening is not None:
+            arrays["reference_opening"] = np.asarray(reference_opening, dtype=np.float32)
         count, side = mouth_params.shape[0], np.asarray(source).shape[1]
         sizes = {"frames": count * side * side * 3, "mask": count * side * side * 4}  # uint8 RGB, float32
         out = await self.client.infer_arrays("generator", ("frames", "mask"), arrays, output_bytes=sizes)

@@ -169,6 +169,8 @@ class TritonPool:
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray,
                        mouth_params: np.ndarray, motion: np.ndarray,
                        reference: np.ndarray | None = None,
-                       reference_landmarks: np.ndarray | None = None) -> Rendered:
+                       reference_landmarks: np.ndarray | None = None,
+                       reference_opening: np.ndarray | None = None) -> Rendered:
         return await self._call(lambda c: c.generate(source, source_landmarks, mouth_params, motion,
-                                                     reference=reference, reference_landmarks=reference_landmarks))
+                                                     reference=reference, reference_landmarks=reference_landmarks,
+                                                     reference_opening=reference_opening))

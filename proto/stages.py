@@ -139,6 +139,7 @@ GENERATOR = StageContract(
         Tensor("motion", "FP32", (-1, 4)),
         Tensor("reference", "UINT8", (-1, -1, -1, 3), optional=True),
         Tensor("reference_landmarks", "FP32", (-1, N_LANDMARKS, 3), optional=True),
+        Tensor("reference_opening", "FP32", (-1,), optional=True),
     ),
     outputs=(
         Tensor("frames", "UINT8", (-1, -1, -1, 3)),

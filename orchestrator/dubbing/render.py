@@ -1,7 +1,7 @@
 """Rendering a dub: crop boxes at the source's own resolution, then each output frame is the
 source frame order[k] with source frame references[k]'s mouth transplanted by the generator
-(or a parametric mouth where references[k] is PARAMETRIC), pasted back and encoded in
-pipelined batches. Frames without the face pass through unchanged."""
+(opened openings[k] wider, or a parametric mouth where references[k] is PARAMETRIC), pasted
+back and encoded in pipelined batches. Frames without the face pass through unchanged."""
 from __future__ import annotations
 
 import asyncio
@@ -71,17 +71,19 @@ class _BatchCrops:
 async def render_dub(
     source: SourceVideo, order: np.ndarray, mouth_params: np.ndarray, writer: Mp4Writer,
     stages: Stages, batch: int, on_batch: Callable[[int], Awaitable[None]],
-    references: np.ndarray | None = None,
+    references: np.ndarray | None = None, openings: np.ndarray | None = None,
 ) -> None:
     """Write the output frames: source frame order[k] showing source frame references[k]'s
-    mouth (transplanted), or, where that is PARAMETRIC, its mouth set to mouth_params[k].
+    mouth (transplanted, opened openings[k] IODs wider), or, where that is PARAMETRIC, its
+    mouth set to mouth_params[k].
 
     Batches are pipelined: while the generator renders the next ones (one per generator instance), the
     current one is pasted and encoded in a worker thread."""
     boxes = _smoothed_boxes(source.faces)
     total = len(order)
     refs = np.full(total, PARAMETRIC, np.int64) if references is None else np.asarray(references, np.int64)
-    job = _DubBatches(source, order, refs, mouth_params, boxes, stages)
+    opened = np.zeros(total, np.float32) if openings is None else np.asarray(openings, np.float32)
+    job = _DubBatches(source, order, refs, mouth_params, boxes, stages, opened)
     spans = batch_spans(total, batch)
     if not spans:
         return
@@ -103,6 +105,7 @@ class _DubBatches:
     mouth_params: np.ndarray
     boxes: list[CropBox | None]
     stages: Stages
+    openings: np.ndarray  # float32 [T]: extra inner-lip gap of each transplanted mouth (IODs)
 
     async def render(self, start: int, stop: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(crop, mask) for every output frame in [start, stop) whose face is re-rendered."""
@@ -111,7 +114,7 @@ class _DubBatches:
         parametric: list[int] = []
         for k in range(start, stop):
             target, ref = int(self.order[k]), int(self.refs[k])
-            if self.boxes[target] is None or ref == target:
+            if self.boxes[target] is None or (ref == target and self.openings[k] <= 0):
                 continue  # no face, or the frame's own mouth is the chosen one: unchanged
             (transplant if ref >= 0 and self.boxes[ref] is not None else parametric).append(k)
         still = np.zeros((stop - start, 4), np.float32)  # the video keeps its own blinks and head motion
@@ -120,8 +123,10 @@ class _DubBatches:
             # crops are cut in a worker thread: the event loop keeps feeding the generator
             images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in transplant])
             ref_images, ref_landmarks = await asyncio.to_thread(crops.stack, [int(self.refs[k]) for k in transplant])
+            opening = self.openings[transplant]
+            wider = {"reference_opening": opening} if (opening > 0).any() else {}
             out = await self.stages.generate(images, landmarks, self.mouth_params[transplant], still[:len(transplant)],
-                                             reference=ref_images, reference_landmarks=ref_landmarks)
+                                             reference=ref_images, reference_landmarks=ref_landmarks, **wider)
             rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(transplant)})
         if parametric:
             images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in parametric])

@@ -81,3 +81,20 @@ async def test_mismatched_reference_is_a_request_error(stages: TritonStages, pai
         await stages.generate(pair["closed"][None], pair["closed_landmarks"][None], np.zeros((1, 8), np.float32),
                               np.zeros((1, 4), np.float32), reference=pair["open"][None, :128, :128],
                               reference_landmarks=pair["open_landmarks"][None])
+
+
+async def test_reference_opening_opens_the_transplanted_mouth_wider(stages: TritonStages,
+                                                                    pair: dict[str, np.ndarray]) -> None:
+    source, landmarks = pair["closed"][None].repeat(2, 0), pair["closed_landmarks"][None].repeat(2, 0)
+    reference, reference_landmarks = pair["open"][None].repeat(2, 0), pair["open_landmarks"][None].repeat(2, 0)
+    zeros = np.zeros((2, 8), np.float32), np.zeros((2, 4), np.float32)
+    plain = await stages.generate(source, landmarks, *zeros, reference=reference, reference_landmarks=reference_landmarks)
+    out = await stages.generate(source, landmarks, *zeros, reference=reference, reference_landmarks=reference_landmarks,
+                                reference_opening=np.array([0.0, 0.25], np.float32))
+    # no extra opening: the plain transplant, bit for bit
+    assert np.array_equal(out.frames[0], plain.frames[0]) and np.array_equal(out.masks[0], plain.masks[0])
+
+    async def gap(image: np.ndarray) -> float:
+        return lip_gap_iod((await stages.detect_faces(image, max_faces=1))[0].landmarks)
+
+    assert await gap(out.frames[1]) > await gap(plain.frames[1]) + 0.05

@@ -60,9 +60,11 @@ class FakeStages:
 
     async def generate(self, source: np.ndarray, source_landmarks: np.ndarray, mouth_params: np.ndarray,
                        motion: np.ndarray, reference: np.ndarray | None = None,
-                       reference_landmarks: np.ndarray | None = None) -> Rendered:
+                       reference_landmarks: np.ndarray | None = None,
+                       reference_opening: np.ndarray | None = None) -> Rendered:
         self.calls.append({"source": source, "source_landmarks": source_landmarks, "mouth_params": mouth_params,
-                           "reference": reference, "reference_landmarks": reference_landmarks})
+                           "reference": reference, "reference_landmarks": reference_landmarks,
+                           "reference_opening": reference_opening})
         frames = reference.copy() if reference is not None else np.full_like(source, PARAMETRIC_VALUE)
         return Rendered(frames=frames, masks=np.ones(source.shape[:3], np.float32))
 
@@ -76,14 +78,15 @@ class ListWriter:
 
 
 def run_render(source: SourceVideo, order: np.ndarray, references: np.ndarray | None,
-               batch: int = 4) -> tuple[FakeStages, ListWriter, list[int]]:
+               batch: int = 4, openings: np.ndarray | None = None) -> tuple[FakeStages, ListWriter, list[int]]:
     stages, writer, progress = FakeStages(), ListWriter(), []
     params = np.tile(np.arange(len(order), dtype=np.float32)[:, None], (1, N_PARAMS))
 
     async def on_batch(done: int) -> None:
         progress.append(done)
 
-    asyncio.run(render_dub(source, order, params, writer, stages, batch, on_batch, references))  # type: ignore[arg-type]
+    asyncio.run(render_dub(source, order, params, writer, stages, batch, on_batch, references,  # type: ignore[arg-type]
+                           openings))
     return stages, writer, progress
 
 
@@ -126,6 +129,20 @@ def test_transplant_and_fallback_frames_go_in_separate_calls_with_one_crop_size(
     assert parametric[0]["mouth_params"][:, 0].tolist() == [1.0, 4.0, 5.0]  # type: ignore[index]
     sizes = {c["source"].shape[1:] for c in stages.calls}  # type: ignore[union-attr]
     assert len(sizes) == 1
+
+
+def test_openings_go_with_their_references_and_reopen_a_frames_own_mouth(tmp_path: Path) -> None:
+    source = synthetic_source(tmp_path, 6)
+    order = np.arange(6)
+    refs = np.array([3, 1, 2, PARAMETRIC, 1, 0])  # frames 1, 2 show their own mouths
+    openings = np.array([0.1, 0.0, 0.2, 0.0, 0.0, 0.05], np.float32)
+    stages, _, _ = run_render(source, order, refs, batch=6, openings=openings)
+    (call,) = [c for c in stages.calls if c["reference"] is not None]
+    # frame 1 (own mouth, no opening) is left alone; frame 2 (own mouth, opened) is rendered
+    assert [int(c[0, 0, 0]) for c in call["reference"]] == [level(i) for i in (3, 2, 1, 0)]  # type: ignore[union-attr]
+    np.testing.assert_array_equal(call["reference_opening"], np.array([0.1, 0.2, 0.0, 0.05], np.float32))
+    stages, _, _ = run_render(source, order, refs, batch=6, openings=np.zeros(6, np.float32))
+    assert all(c["reference_opening"] is None for c in stages.calls)  # nothing to open: not sent
 
 
 def test_without_references_every_face_frame_is_parametric(tmp_path: Path) -> None:

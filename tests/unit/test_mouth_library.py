@@ -21,7 +21,17 @@ from orchestrator.mouth_library import (
     calibrate,
     measure_mouths,
 )
-from orchestrator.mouth_select import SelectionWeights, match_speaking_style, select_mouths
+from orchestrator.mouth_select import (
+    CALM_STYLE_SHARE,
+    EXPRESSIVE_P95,
+    WIDEN_FROM,
+    WIDEN_FULL,
+    SelectionWeights,
+    calm_share,
+    match_speaking_style,
+    select_mouths,
+    widen_selection,
+)
 from tests.media import media_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -158,9 +168,52 @@ def test_style_matching_brings_a_wide_target_into_the_library_range() -> None:
     params[:, LIP_OPEN] *= 0.3
     library = make_library(params)
     target = speech_params(60, seed=5)
-    matched = match_speaking_style(target, library)
+    matched = match_speaking_style(target, library, floor=0.0)
     assert matched[:, LIP_OPEN].max() <= params[:, LIP_OPEN].max() + 1e-5
     assert np.corrcoef(matched[:, LIP_OPEN], target[:, LIP_OPEN])[0, 1] > 0.95
+
+
+def test_style_matching_keeps_a_share_of_the_target_for_a_calm_speaker() -> None:
+    params = speech_params(100)
+    params[:, LIP_OPEN] *= 0.3
+    library = make_library(params)
+    target = speech_params(60, seed=5)
+    matched = match_speaking_style(target, library, floor=0.6)
+    assert (matched[:, LIP_OPEN] >= 0.6 * target[:, LIP_OPEN] - 1e-6).all()
+    assert matched[:, LIP_OPEN].max() > params[:, LIP_OPEN].max() + 0.1  # wider than the library
+    assert matched[:, LIP_OPEN].max() <= target[:, LIP_OPEN].max() + 1e-6
+    # by default: only as much as the library is calm
+    assert calm_share(np.zeros(50)) == CALM_STYLE_SHARE
+    assert calm_share(np.full(50, EXPRESSIVE_P95)) == 0.0
+    expressive = make_library(speech_params(100))
+    np.testing.assert_array_equal(match_speaking_style(target, expressive),
+                                  match_speaking_style(target, expressive, floor=0.0))
+
+
+def test_a_narrow_library_mouth_is_opened_wider_instead_of_falling_back() -> None:
+    params = speech_params(100)
+    params[:, LIP_OPEN] *= 0.3
+    library = make_library(params)
+    target = speech_params(40, seed=5)
+    selection = select_mouths(library, target, np.arange(40))
+    assert selection.fallback.any()  # the library has no mouth this wide
+    fallback, extra = widen_selection(library, target, selection)
+    assert not fallback.any()
+    short = target[:, LIP_OPEN] - library.params[selection.frames, LIP_OPEN]
+    assert (short[selection.fallback] > WIDEN_FULL).any()
+    np.testing.assert_allclose(extra[short >= WIDEN_FULL], short[short >= WIDEN_FULL], atol=1e-6)  # all the way
+    assert (extra[short <= WIDEN_FROM] == 0).all()
+    assert ((extra >= 0) & (extra <= np.maximum(short, 0) + 1e-6)).all()
+
+
+def test_a_closure_the_library_cannot_show_still_falls_back() -> None:
+    params = speech_params(50)
+    params[:, LIP_OPEN] = np.maximum(params[:, LIP_OPEN], 0.3)  # no closed frame at all
+    library = make_library(params)
+    target = np.zeros((10, N_PARAMS), np.float32)
+    target[:, CLOSURE] = 1.0
+    fallback, extra = widen_selection(library, target, select_mouths(library, target, np.arange(10)))
+    assert fallback.all() and (extra == 0).all()
 
 
 # --- descriptors measured on real landmarks (skipped without the face_detection models)
@@ -207,3 +260,15 @@ def test_dropping_the_lower_lip_and_chin_opens_mouth_and_jaw(portrait_landmarks:
     assert np.all(np.diff(library.raw[:, LIP_OPEN]) > 0)
     assert np.all(np.diff(library.raw[:, JAW]) > 0)
     assert library.params[-1, LIP_OPEN] > library.params[0, LIP_OPEN] + 0.8
+
+
+def test_a_library_mouth_too_open_for_the_target_still_falls_back() -> None:
+    params = speech_params(50)
+    params[:, LIP_OPEN] = np.maximum(params[:, LIP_OPEN], 0.6)  # never less open than this
+    library = make_library(params)
+    target = np.zeros((10, N_PARAMS), np.float32)  # a barely open mouth, lips not pressed
+    target[:, LIP_OPEN] = 0.05
+    selection = select_mouths(library, target, np.arange(10))
+    fallback, extra = widen_selection(library, target, selection)
+    np.testing.assert_array_equal(fallback, selection.fallback)
+    assert fallback.all() and (extra == 0).all()

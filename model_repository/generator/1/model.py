@@ -39,13 +39,13 @@ MAX_FRAMES_PER_REQUEST = 4096
 
 class TritonPythonModel:
     """source [N,S,S,3] u8 + source_landmarks [N,468,3] + mouth_params [T,8] + motion [T,4]
-    (+ optional reference [M,S,S,3] u8 + reference_landmarks [M,468,3])
+    (+ optional reference [M,S,S,3] u8 + reference_landmarks [M,468,3] + reference_opening [M])
     -> frames [T,S,S,3] u8, mask [T,S,S] f32 (N, M = 1 or T)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
         threads = int(os.environ.get("LIPSYNCD_GENERATOR_THREADS", "1"))
         self._renderer = Renderer(Path(_HERE), threads=threads)
-        self._transplant = TransplantRenderer(Path(_HERE), threads=threads)
+        self._transplant = TransplantRenderer(Path(_HERE), threads=threads, opener=self._renderer)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         answers = [self._answer(request) for request in requests]
@@ -62,12 +62,16 @@ class TritonPythonModel:
                 return _error(f"at most {MAX_FRAMES_PER_REQUEST} frames per request, got {mouth.shape[0]}")
             reference = pb_utils.get_input_tensor_by_name(request, "reference")
             reference_landmarks = pb_utils.get_input_tensor_by_name(request, "reference_landmarks")
+            opening = pb_utils.get_input_tensor_by_name(request, "reference_opening")
             if (reference is None) != (reference_landmarks is None):
                 return _error("reference and reference_landmarks must be sent together")
+            if opening is not None and reference is None:
+                return _error("reference_opening needs reference")
             if reference is not None:
                 frames, masks = self._transplant.render(tensor("source"), tensor("source_landmarks"),
                                                         reference.as_numpy(), reference_landmarks.as_numpy(),
-                                                        count=mouth.shape[0])
+                                                        count=mouth.shape[0], mouth_params=mouth,
+                                                        opening=opening.as_numpy() if opening is not None else None)
             else:
                 frames, masks = self._renderer.render(tensor("source"), tensor("source_landmarks"), mouth,
                                                       tensor("motion"))

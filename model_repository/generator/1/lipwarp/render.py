@@ -29,6 +29,7 @@ from lipwarp.interior import (
     mouth_layers,
 )
 from lipwarp.lids import EyeLids, eye_lids
+from lipwarp.opening import opened_shapes, uncovered_share
 from lipwarp.shapes import (
     BLINK,
     HEAD_ROLL,
@@ -108,6 +109,15 @@ def _union_roi(b: np.ndarray, side: int) -> np.ndarray:
     y0, x0 = np.clip(b[:, 0].min(), 0, side - 2), np.clip(b[:, 1].min(), 0, side - 2)
     y1, x1 = np.clip(b[:, 2].max(), y0 + 2, side), np.clip(b[:, 3].max(), x0 + 2, side)
     return np.array([y0, x0, y1, x1], dtype=np.int64)
+
+
+# Eyelids of a crop that never blinks (render_opened): the graph skips the lid layer, so its
+# geometry is never read; zeros of the right shapes stand in for measuring it.
+_NO_BLINK = EyeLids(affine=np.zeros((spec.EYES, 2, 3), np.float32),
+                    curves=np.zeros((spec.EYES, 2, 3 * spec.CURVE_SEGMENTS + 1), np.float32),
+                    params=np.zeros((spec.EYES, spec.EYE_PARAMS_LEN), np.float32),
+                    outlines_px=np.zeros((spec.EYES, 2 * (spec.CURVE_SEGMENTS + 1), 2)),
+                    axes=np.zeros((spec.EYES, 2)))
 
 
 class Renderer:
@@ -248,3 +258,41 @@ class Renderer:
             rows.append(_ellipses(moved.mean(axis=1), rolled, 2.3 * half_eye, 1.9 * half_eye,
                                   np.clip(motion[:, BLINK] / 0.05, 0, 1), side))
         return np.stack(rows, axis=1)
+
+    def render_opened(self, image: np.ndarray, landmarks: np.ndarray, extra_gap_iod: float, teeth: float,
+                      tongue: float) -> tuple[np.ndarray, np.ndarray]:
+        """One crop [S,S,3] with its mouth opened extra_gap_iod wider (`opening.py`): the
+        recording stretched (no fill paints it shut), the synthesized interior only as strong
+        as the share of the opening the recording does not show. Returns the opened crop and
+        its landmarks [468, 3] (z kept)."""
+        image, landmarks = np.asarray(image), np.asarray(landmarks, dtype=np.float64)
+        side = image.shape[0]
+        palette = face_palette(image.astype(np.float64), landmarks)
+        fill = mouth_fill_feeds(landmarks, palette, side)
+        fill["fill_active"] = np.array(False)
+        fill["source"] = np.ascontiguousarray(image[None], dtype=np.uint8)
+        (unfilled,) = self._source_session.run(["prepared"], fill)
+        shape = source_shape(landmarks, side)
+        prep = PreparedSource(image=unfilled, shape=shape, palette=palette, lids=_NO_BLINK,
+                              gap_px=float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2])))
+        shapes, moved = opened_shapes(shape, np.array([extra_gap_iod]))
+        grid = self._grid(side)
+        motion = np.zeros((1, 4))
+        field = fit_fields(shapes.target_px, shapes.source_px, side)
+        layers = mouth_layers(shapes.inner_upper_px, shapes.inner_lower_px, side)
+        interior = interior_vectors(layers, shape.frame.iod_px, np.array([teeth]), np.array([tongue]))
+        interior[:, spec.OPEN_STRENGTH] *= uncovered_share(prep.gap_px, layers.gap_px)
+        feeds = {**self._lid_feeds(prep, motion, side),
+                 "source": prep.image, "palette": palette.mouth, "blink": np.zeros(1, np.float32),
+                 "centres_aug": field.augmented(), "weights": field.weights, "affine": field.affine,
+                 "grid_aug": grid.grid_aug, "grid_window": grid.grid_window, "base_grid": grid.base_grid,
+                 "grid_scale": grid.grid_scale,
+                 "coarse_shape": np.array([1, grid.cells, grid.cells, 2], dtype=np.int64),
+                 "mouth_active": np.array(bool((interior[:, spec.OPEN_STRENGTH] > 0).any())),
+                 "mouth_roi": _union_roi(layers.roi, side),
+                 "mouth_affine": layers.affine, "mouth_curves": layers.curves, "interior": interior,
+                 "mask_ellipses": self._mask_ellipses(prep, layers, interior, motion, side, eyes=False)}
+        frames, _ = self._session.run(list(spec.OUTPUTS), feeds)
+        opened = landmarks.astype(np.float32)
+        opened[:, :2] = moved[0]
+        return frames[0], opened
