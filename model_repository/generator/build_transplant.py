@@ -141,13 +141,14 @@ def _sample_cubic(g: _Graph, planes: str, px: str, py: str, side_i: str, last: s
     return g.op("ReduceSum", g.op("Mul", along_x, wy), g.const([1], np.int64), keepdims=0)
 
 
-def _ring_stats(g: _Graph, image: str, ring: str, cells: str) -> tuple[str, str]:
+def _ring_stats(g: _Graph, planes: str, ring: str, cells: str) -> tuple[str, str]:
     """Weighted mean and std [3] of the opponent colours over the ring, on 8x8-pooled pixels
-    of the (float) image."""
+    of the planar image (float [3*S*S])."""
     step = spec.COARSE_STEP_PX
-    shape = g.op("Concat", cells, g.const([step], np.int64), cells, g.const([step, 3], np.int64), axis=0)
-    small = g.op("ReduceMean", g.op("Reshape", image, shape),
-                 g.const([1, 3], np.int64), keepdims=0)  # [G, G, 3]
+    shape = g.op("Concat", g.const([3], np.int64), cells, g.const([step], np.int64), cells,
+                 g.const([step], np.int64), axis=0)
+    pooled = g.op("ReduceMean", g.op("Reshape", planes, shape), g.const([2, 4], np.int64), keepdims=0)  # [3, G, G]
+    small = g.op("Transpose", pooled, perm=[1, 2, 0])  # [G, G, 3]
     opp = g.op("MatMul", small, g.const(spec.OPPONENT.T))
     weights = g.op("Unsqueeze", g.op("Squeeze", ring, g.const([0, 1], np.int64)), g.const([2], np.int64))
     axes = g.const([0, 1], np.int64)
@@ -180,13 +181,13 @@ def build_graph() -> onnx.ModelProto:
 
     # Planar layout: per-pixel weights broadcast over the leading channel axis (fast in ORT).
     # Each image is cast to float once (the samplers and the colour statistics share it).
-    float_t, float_r = g.op("Cast", "target", to=FLOAT), g.op("Cast", "reference", to=FLOAT)
 
     def planar(image: str) -> str:
+        """uint8 [1, S, S, 3] -> float [3*S*S]: transposed while still bytes, then cast once."""
         hwc = g.op("Reshape", image, g.const([-1, 3], np.int64))
-        return g.op("Reshape", g.op("Transpose", hwc, perm=[1, 0]), g.const([-1], np.int64))
+        return g.op("Cast", g.op("Reshape", g.op("Transpose", hwc, perm=[1, 0]), g.const([-1], np.int64)), to=FLOAT)
 
-    flat_t, flat_r = planar(float_t), planar(float_r)
+    flat_t, flat_r = planar("target"), planar("reference")
 
     # 2. One sample of each image at base + upsampled offset (target bilinear here, reference below).
     def warp(flat: str, offset: str) -> str:
@@ -231,8 +232,8 @@ def build_graph() -> onnx.ModelProto:
 
     # 3. Colour transfer on the skin rings (each measured on its own, unwarped crop), folded
     #    into one 3x3 matrix and a bias: inverse(OPP) diag(gain) OPP, inverse(OPP)(m_t - gain m_r).
-    mean_t, std_t = _ring_stats(g, float_t, "target_ring", cells)
-    mean_r, std_r = _ring_stats(g, float_r, "reference_ring", cells)
+    mean_t, std_t = _ring_stats(g, flat_t, "target_ring", cells)
+    mean_r, std_r = _ring_stats(g, flat_r, "reference_ring", cells)
     gain = g.op("Clip", g.op("Div", std_t, std_r), g.const(spec.GAIN_LIMITS[0]), g.const(spec.GAIN_LIMITS[1]))
     inverse = np.linalg.inv(spec.OPPONENT.astype(np.float64)).astype(np.float32)
     scaled = g.op("Mul", g.const(spec.OPPONENT), g.op("Unsqueeze", gain, g.const([1], np.int64)))

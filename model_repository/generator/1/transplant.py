@@ -82,12 +82,16 @@ class TransplantPlan:
                 "seam_kernel_cols": self.seam_kernel_cols, "reference_window": self.reference_window,
                 "sharp_window": self.sharp_window}
 
-    def compose(self, target: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The window's (crop, mask) placed in the full crop: the target elsewhere, mask 0."""
+    def compose(self, target: np.ndarray, crop: np.ndarray, mask: np.ndarray,
+                out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The window's (crop, mask) placed in the full crop: the target elsewhere, mask 0.
+        `out`: (frame uint8 [S,S,3], mask float32 [S,S] of zeros) to write into (a batch's rows)."""
         x0, y0, w, h = self.window
-        full = np.array(target, np.uint8, copy=True)
+        if out is None:
+            out = (np.empty_like(target, np.uint8), np.zeros(target.shape[:2], np.float32))
+        full, full_mask = out
+        full[...] = target
         full[y0:y0 + h, x0:x0 + w] = crop
-        full_mask = np.zeros(target.shape[:2], np.float32)
         full_mask[y0:y0 + h, x0:x0 + w] = mask
         return full, full_mask
 
@@ -502,15 +506,17 @@ class TransplantGraph:
         self._session = ort.InferenceSession(str(Path(model_dir) / GRAPH_FILE), options,
                                              providers=session_providers())
 
-    def render(self, plan: TransplantPlan, target: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, plan: TransplantPlan, target: np.ndarray, reference: np.ndarray,
+               out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         crop, mask = self._session.run(list(OUTPUTS), plan.feeds(target, reference))
-        return plan.compose(target, crop[0], mask[0])
+        return plan.compose(target, crop[0], mask[0], out)
 
 
 def transplant_mouth(target_crop: np.ndarray, target_landmarks: np.ndarray, reference_crop: np.ndarray,
-                     reference_landmarks: np.ndarray, graph: TransplantGraph | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference's mouth on the target frame: (crop uint8 [S,S,3], paste mask float32 [S,S]).
+                     reference_landmarks: np.ndarray, graph: TransplantGraph | None = None,
+                     out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's mouth on the target frame: (crop uint8 [S,S,3], paste mask float32 [S,S]),
+    written into `out` when given (see TransplantPlan.compose).
 
     Landmarks are [468, 3] (or [468, 2]) in each crop's pixels; both crops are S x S.
     """
@@ -520,5 +526,6 @@ def transplant_mouth(target_crop: np.ndarray, target_landmarks: np.ndarray, refe
         raise ValueError(f"crops must both be [S, S, 3], got {list(target_crop.shape)} and {list(reference_crop.shape)}")
     plan = plan_transplant(target_landmarks, reference_landmarks, side)
     if graph is not None:
-        return graph.render(plan, target_crop, reference_crop)
-    return render_numpy(plan, target_crop, reference_crop)
+        return graph.render(plan, target_crop, reference_crop, out)
+    crop, mask = render_window_numpy(plan, target_crop, reference_crop)
+    return plan.compose(target_crop, crop, mask, out)

@@ -61,8 +61,8 @@ class TransplantRenderer:
                     row = mouth_params[t] if mouth_params is not None else np.zeros(TONGUE + 1, np.float32)
                     ref_image, ref_landmarks = self._opener.render_opened(
                         ref_image, ref_landmarks, float(opening[r]), float(row[TEETH]), float(row[TONGUE]))
-                frames[t], masks[t] = transplant_mouth(source[s], source_landmarks[s], ref_image,
-                                                       ref_landmarks, self._graph)
+                transplant_mouth(source[s], source_landmarks[s], ref_image, ref_landmarks, self._graph,
+                                 out=(frames[t], masks[t]))
             except (ValueError, np.linalg.LinAlgError) as exc:
                 # One degenerate frame (landmarks collapsed) passes through instead of failing the job.
                 log.warning("transplant frame %d passed through: %s", t, exc)
