@@ -143,7 +143,8 @@ def rtf_section(runs: Sequence[JobRun], floors: dict[str, float]) -> str:
     return "\n".join([
         "## 3. Real-time factor",
         "",
-        "RTF = executionTime / output duration (of the output MP4). Image jobs: portrait_photo_a.png "
+        "RTF = executionTime / output duration (of the output MP4); each job runs `--repeats` times (3 "
+        "unless set) and the run with the median executionTime is shown. Image jobs: portrait_photo_a.png "
         "with speech of the given length; dubbing: talk_a.mp4 with 10 s of speech, sync_mode bounce. "
         "Floor: the same number of frames of one still frame (the image, or the video's first frame) "
         "at the same size, with the same audio, encoded by postprocess.encode.Mp4Writer in the "
