@@ -18,6 +18,8 @@ import contextlib
 import itertools
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Mapping
 from multiprocessing import shared_memory
 from typing import Any
@@ -42,7 +44,7 @@ _REQUEST_ERROR_CODES = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT
 SHARED_MIN_BYTES = 1024 * 1024  # tensors at least this large go through shared memory (when on)
 SHARED_PREFIX = "lipsyncd_"  # region names: SHARED_PREFIX + pid + "_" + a counter
 SHARED_ROUND_BYTES = 8 * 1024 * 1024  # regions are sized in steps of this
-SHARED_IDLE_REGIONS = 4  # idle regions a client keeps registered for its next requests
+SHARED_IDLE_REGIONS = 2  # idle regions a client keeps registered for its next requests (a 720p render batch: ~90 MB)
 _REGIONS = itertools.count()
 log = logging.getLogger(__name__)
 
@@ -186,13 +188,14 @@ class AsyncStageClient:
                 raise stage_error(model, exc) from exc
             answer: dict[str, np.ndarray] = {}
             for name in names:
-                if name in big_out:
+                if name in big_out:  # read in place: the region is lent out until these arrays are freed
                     meta = result.get_output(name)
-                    answer[name] = np.ndarray(list(meta.shape), triton_to_np_dtype(meta.datatype), buffer=region.buf,
-                                              offset=offsets[name]).copy()
+                    answer[name] = self._regions.view(region, offsets[name], [int(d) for d in meta.shape],
+                                                      triton_to_np_dtype(meta.datatype))
                 else:
                     answer[name] = result.as_numpy(name)
-            await self._regions.give_back(region, self.connection, self.timeout_s)
+            if not big_out:
+                self._regions.give_back(region)
             returned = True
             return answer
         finally:
@@ -258,21 +261,31 @@ def _alive(pid: int) -> bool:
 class _RegionPool:
     """Shared-memory regions registered with one Triton server, reused from request to
     request (a fresh region costs a page fault per page on both sides, more than the copy it
-    saves); at most SHARED_IDLE_REGIONS idle ones are kept. Each is unlinked from /dev/shm as
-    soon as the server has mapped it, so a crash leaves no file behind; a region a dead
-    process left registered is released on first use."""
+    saves); at most SHARED_IDLE_REGIONS idle ones are kept. A request's outputs are read in
+    place: its region is lent to them and comes back when the last of them is freed. Each
+    region is unlinked from /dev/shm as soon as the server has mapped it, so a crash leaves no
+    file behind; a region a dead process left registered is released on first use."""
 
     def __init__(self) -> None:
         self._idle: list[shared_memory.SharedMemory] = []
+        self._lent: dict[str, int] = {}  # region name -> output arrays still alive
+        self._lock = threading.Lock()  # outputs may be freed on a worker thread
         self._checked = False
 
     async def take(self, size: int, connection: Any, timeout_s: float) -> shared_memory.SharedMemory | None:
         if not self._checked:
             await self._release_stale(connection)
-        fits = [region for region in self._idle if region.size >= size]
-        if fits:
-            region = min(fits, key=lambda r: r.size)
-            self._idle.remove(region)
+        with self._lock:
+            fits = [region for region in self._idle if region.size >= size]
+            region = min(fits, key=lambda r: r.size) if fits else None
+            if region is not None:
+                self._idle.remove(region)
+            excess = sorted(self._idle, key=lambda r: r.size)[:max(0, len(self._idle) - SHARED_IDLE_REGIONS)]
+            for old in excess:
+                self._idle.remove(old)
+        for old in excess:
+            await self._unregister(old, connection, timeout_s)
+        if region is not None:
             return region
         size = -(-size // SHARED_ROUND_BYTES) * SHARED_ROUND_BYTES  # room for a slightly larger batch
         region = shared_memory.SharedMemory(name=f"{SHARED_PREFIX}{os.getpid()}_{next(_REGIONS)}", create=True,
@@ -287,28 +300,51 @@ class _RegionPool:
         region.unlink()  # the server has it mapped; the name is no longer needed
         return region
 
-    async def give_back(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
-        self._idle.append(region)
-        while len(self._idle) > SHARED_IDLE_REGIONS:
-            await self._drop(min(self._idle, key=lambda r: r.size), connection, timeout_s)
+    def view(self, region: shared_memory.SharedMemory, offset: int, shape: list[int], dtype: Any) -> np.ndarray:
+        """An array over part of the region, which stays lent out while it (or any view of it) lives."""
+        buffer = region.buf
+        assert buffer is not None  # lent regions are never closed
+        root = np.frombuffer(buffer, dtype, count=int(np.prod(shape)), offset=offset)
+        with self._lock:
+            self._lent[region.name] = self._lent.get(region.name, 0) + 1
+        weakref.finalize(root, self._returned, region)
+        return root.reshape(shape)
+
+    def _returned(self, region: shared_memory.SharedMemory) -> None:
+        with self._lock:
+            self._lent[region.name] -= 1
+            if self._lent[region.name] == 0:
+                del self._lent[region.name]
+                self._idle.append(region)
+
+    def give_back(self, region: shared_memory.SharedMemory) -> None:
+        with self._lock:
+            self._idle.append(region)
 
     async def close(self, connection: Any) -> None:
-        while self._idle:
-            await self._drop(self._idle[0], connection, 5.0)
+        """Unregister every region; idle ones are closed (lent ones close with their arrays)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            lent = list(self._lent)
+        for region in idle:
+            await self._unregister(region, connection, 5.0)
+        for name in lent:
+            with contextlib.suppress(InferenceServerException):
+                await connection.unregister_system_shared_memory(name, client_timeout=5.0)
 
     def forget(self) -> None:
         """Drop the idle regions without asking the server (it no longer has them)."""
-        for region in self._idle:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for region in idle:
             region.close()
-        self._idle.clear()
 
     async def discard(self, region: shared_memory.SharedMemory, connection: Any) -> None:
-        """A region whose request failed: unregistered where the server still answers, closed."""
-        self._idle.append(region)
-        await self._drop(region, connection, 5.0)
+        """A region whose request failed (no array over it): unregistered where the server still answers, closed."""
+        await self._unregister(region, connection, 5.0)
 
-    async def _drop(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
-        self._idle.remove(region)
+    @staticmethod
+    async def _unregister(region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
         with contextlib.suppress(InferenceServerException):
             await connection.unregister_system_shared_memory(region.name, client_timeout=timeout_s)
         region.close()

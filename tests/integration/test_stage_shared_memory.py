@@ -4,6 +4,7 @@ answers as inside gRPC messages, regions reused from request to request, none le
 registered is released."""
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -77,12 +78,24 @@ async def test_tracking_and_transplant_answer_the_same_through_shared_memory(
     np.testing.assert_array_equal(got_out.frames, want_out.frames)  # 1.5 MB each way
     np.testing.assert_array_equal(got_out.masks, want_out.masks)
     assert got_out.masks.max() > 0.5 and shared.client.shared_memory  # it really went the shared way
-    ours = [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
+    def ours() -> set[str]:
+        return {name for name in registered if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")}
+
+    registered = await _registered(triton.grpc_url)
+    before = ours()
+    assert 1 <= len(before) <= 2  # tracking's region, and the one lent to got_out's arrays
     again = await shared.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
     np.testing.assert_array_equal(again.frames, want_out.frames)
-    assert 1 <= len(ours) <= 2  # one region per request in flight, reused by the next request
-    assert sorted(ours) == sorted(name for name in await _registered(triton.grpc_url) if name in ours or
-                                  name.startswith(f"{SHARED_PREFIX}{os.getpid()}_"))
+    registered = await _registered(triton.grpc_url)
+    assert len(ours()) == len(before) + 1  # got_out still holds its region: a new one
+    lent = ours()
+    del got_out, again
+    gc.collect()  # the outputs' region comes back once its arrays are freed ...
+    third = await shared.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
+    np.testing.assert_array_equal(third.masks, want_out.masks)
+    registered = await _registered(triton.grpc_url)
+    assert ours() == lent  # ... and the next request reuses it
+    del third
     assert _regions_on_disk() == set()  # unlinked once the server mapped them
     await shared.close()
     assert not [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
