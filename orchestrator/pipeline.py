@@ -318,6 +318,7 @@ async def _talking_image(request: lipsync_pb2.JobRequest, reporter: JobReporter,
                     raise JobCanceled()
             await render_still(image, animated, frame_count, writer, res.stages,
                                settings.render_batch, on_batch)
+            await asyncio.to_thread(writer.close)  # the encoders' flush and faststart, off the loop
     return await _store(request, reporter, res, output, frame_count / fps, timer, quality)
 
 
@@ -426,6 +427,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
                     raise JobCanceled()
             await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
                              mouths.references, mouths.opening)
+            await asyncio.to_thread(writer.close)  # the encoders' flush and faststart, off the loop
     return await _store(request, reporter, res, output, len(order) / fps, timer, quality)
 
 

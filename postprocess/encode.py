@@ -40,6 +40,7 @@ class Mp4Writer:
         self._audio = np.asarray(audio, dtype=np.float32) if isinstance(audio, np.ndarray) else audio
         self._audio_pos = 0
         self._frames = 0
+        self._closed = False
         self._container = av.open(str(path), mode="w", options={"movflags": "+faststart"})
         rate = Fraction(fps).limit_denominator(1001)
         self._video = self._container.add_stream("libx264", rate=rate)
@@ -74,6 +75,11 @@ class Mp4Writer:
             self._audio_pos += chunk.size
 
     def close(self) -> None:
+        """Flush both encoders and finish the file (faststart rewrites it: callers on an event
+        loop run this in a thread); once only."""
+        if self._closed:
+            return
+        self._closed = True
         self._push_audio(self._audio.size)
         for packet in self._video.encode(None):
             self._container.mux(packet)
@@ -92,5 +98,6 @@ class Mp4Writer:
                  tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
-        else:
+        elif not self._closed:
+            self._closed = True
             self._container.close()

@@ -1,6 +1,7 @@
 """PyAV decoding and encoding round trips on real media, and crop/blend geometry."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import av
@@ -104,6 +105,22 @@ def test_writer_makes_h264_aac_with_matching_durations(tmp_path: Path, streamed:
         assert video.codec_context.name == "h264" and sound.codec_context.name == "aac"
         assert sum(1 for _ in container.decode(video=0)) == 50
         assert abs(float(sound.duration * sound.time_base) - 2.0) < 0.05
+
+
+def test_writer_closed_in_a_thread_finishes_the_file_once(tmp_path: Path) -> None:
+    """The pipeline closes the writer in a worker thread (the flush and the faststart rewrite
+    stay off the event loop) inside its `with`: leaving the block then changes nothing."""
+    async def write() -> None:
+        with Mp4Writer(tmp_path / "out.mp4", (160, 120), 25.0, np.zeros(AUDIO_RATE_HZ, np.float32)) as writer:
+            for i in range(25):
+                writer.write(np.full((120, 160, 3), i * 8, np.uint8))
+            await asyncio.to_thread(writer.close)
+            size = (tmp_path / "out.mp4").stat().st_size
+        assert (tmp_path / "out.mp4").stat().st_size == size > 0
+
+    asyncio.run(write())
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 25
 
 
 def test_pasting_an_untouched_crop_changes_only_the_masked_region() -> None:
