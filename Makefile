@@ -33,9 +33,13 @@ test: install proto models chromium lint
 # deploy/ and the Triton models' Python, and mypy (--strict, less two parts: pyproject.toml)
 # over the service packages. Both are configured in pyproject.toml.
 LINT_PATHS := gateway orchestrator postprocess preprocess proto deploy model_repository
+STAGES := audio_features face_detection generator
 lint: install proto
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	@# Each stage's version directory is its own import root (Triton loads model.py from it).
+	for stage in $(STAGES); do MYPYPATH=model_repository/$$stage/1 $(VENV)/bin/mypy --explicit-package-bases \
+		model_repository/$$stage/1 || exit 1; done
 
 # The Helm chart: rendered (default, GPU and CPU values), linted strictly, validated against
 # the Kubernetes schemas, and its gateway/orchestrator/Triton containers run here as rendered

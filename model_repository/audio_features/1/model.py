@@ -67,7 +67,7 @@ class TritonPythonModel:
         return _response(features)
 
     def finalize(self) -> None:
-        self._decoder = None
+        del self._decoder
 
 
 def _response(features: MouthFeatures) -> Any:

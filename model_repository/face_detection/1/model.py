@@ -71,6 +71,7 @@ class TritonPythonModel:
         if image is not None:
             found = [(0, face) for face in self._face_mesh.detect(image, max_faces=max_faces, prior_boxes=prior_boxes)]
         else:
+            assert frames is not None
             prior = prior_boxes
             for index, frame in enumerate(frames):
                 faces = self._face_mesh.detect(frame, max_faces=max_faces, prior_boxes=prior)

@@ -84,8 +84,7 @@ class TritonPythonModel:
         ])
 
     def finalize(self) -> None:
-        self._renderer = None
-        self._transplant = None
+        del self._renderer, self._transplant
 
 
 def _release_heap() -> None:

@@ -113,7 +113,10 @@ def _apply(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ affine[:, :2].T + affine[:, 2]
 
 
-def _tps_fit(centres: np.ndarray, values: np.ndarray, side: float, reg: float = 1e-6):
+SplineFit = tuple[np.ndarray, np.ndarray, np.ndarray]  # centres (scaled), radial weights, affine part
+
+
+def _tps_fit(centres: np.ndarray, values: np.ndarray, side: float, reg: float = 1e-6) -> SplineFit:
     c = centres / side
     d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
     k = 0.5 * d2 * np.log(np.maximum(d2, 1e-12))
@@ -128,7 +131,7 @@ def _tps_fit(centres: np.ndarray, values: np.ndarray, side: float, reg: float = 
     return c, sol[:n], sol[n:]
 
 
-def _tps_eval(fit, points: np.ndarray, side: float) -> np.ndarray:
+def _tps_eval(fit: SplineFit, points: np.ndarray, side: float) -> np.ndarray:
     """The spline at points; the radial kernel in float32 (its log is most of the plan's
     time, and offsets need far less than float32's precision)."""
     c, w, a = fit
@@ -240,7 +243,7 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     # 2. Output landmarks: the target's above the nose, the reference's from the mouth down
     #    (so the chin follows the new mouth), a smooth blend in between.
     y = frame.down(tgt)
-    y_nose, y_mouth = frame.down(tgt[SUBNASALE]), frame.down(tgt[[13, 14]].mean(0))
+    y_nose, y_mouth = float(frame.down(tgt[SUBNASALE])), float(frame.down(tgt[[13, 14]].mean(0)))
     w = _smoothstep((y - y_nose) / max(y_mouth - y_nose, 1e-3))[:, None]
     shift = ref_on_tgt - tgt
     # The jaw line takes only the reference's drop (along the face), not its width: a small
@@ -283,7 +286,7 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     jaw_poly = _shrink(out[list(JAW)], mouth_c, 0.9)
     hard = _polygon_inside(jaw_poly, xs, ys).astype(np.float64)
     soft = np.clip(_blur(hard, 0.07 * cell_iod) * 1.6 - 0.3, 0.0, 1.0)
-    y_lip = frame.down(out[UPPER_LIP_TOP])
+    y_lip = float(frame.down(out[UPPER_LIP_TOP]))
     ramp = _nose_ramp(frame, tgt, y_nose, y_lip)
     blend = soft * border
     # Sub-0.1-pixel motion is dropped, so the paste region stays the jaw's surroundings.
@@ -316,8 +319,12 @@ def plan_transplant(target_landmarks: np.ndarray, reference_landmarks: np.ndarra
     l0, l1, k0, k1 = _active_cells(lips[rows, cols][b0:b1, a0:a1] & (blend[rows, cols][b0:b1, a0:a1] > 0),
                                    b1 - b0, a1 - a0)
 
-    as_map = lambda a: np.ascontiguousarray(a[None, None], np.float32)  # noqa: E731
-    as_field = lambda a: np.ascontiguousarray((a + origin).transpose(2, 0, 1)[None], np.float32)  # noqa: E731
+    def as_map(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a[None, None], np.float32)
+
+    def as_field(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray((a + origin).transpose(2, 0, 1)[None], np.float32)
+
     return TransplantPlan(
         side_px=side_px,
         window=(x0, y0, (c1 - c0) * COARSE_STEP_PX, (r1 - r0) * COARSE_STEP_PX),

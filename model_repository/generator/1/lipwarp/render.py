@@ -192,8 +192,8 @@ class Renderer:
         """`prepare` for a still source, kept for the next requests with the same crop and
         landmarks (identified by a digest of both)."""
         digest = hashlib.blake2b(digest_size=16)
-        digest.update(np.ascontiguousarray(source))
-        digest.update(np.ascontiguousarray(landmarks))
+        digest.update(np.ascontiguousarray(source).data)
+        digest.update(np.ascontiguousarray(landmarks).data)
         key = digest.digest()
         if key in self._kept:
             self._kept.move_to_end(key)
