@@ -153,7 +153,12 @@ class AsyncStageClient:
             return None
         sizes = [arrays[name].nbytes for name in big_in] + [int(output_bytes[name]) for name in big_out]
         offsets = dict(zip(big_in + big_out, np.cumsum([0] + sizes[:-1]).tolist(), strict=True))
-        region = await self._regions.take(sum(sizes), self.connection, self.timeout_s)
+        try:
+            region = await self._regions.take(sum(sizes), self.connection, self.timeout_s)
+        except OSError as exc:  # /dev/shm is full (a container's 64 MB, say): this request goes by gRPC
+            log.warning("%s: no room for a %d-byte shared-memory region (%s); this request goes inside gRPC",
+                        model, sum(sizes), exc)
+            return None
         if region is None:
             log.warning("%s: Triton cannot map shared memory; tensors go inside gRPC messages", model)
             self.shared_memory = False
@@ -248,6 +253,22 @@ class AsyncStageClient:
             return False
 
 
+def _reserved_region(name: str, size: int) -> shared_memory.SharedMemory:
+    """A new POSIX shared-memory region with all its pages reserved up front: a region larger
+    than what /dev/shm has left fails here with OSError (ENOSPC), instead of killing this
+    process or the Triton server with SIGBUS when a page is first written."""
+    path = f"/dev/shm/{name}"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return shared_memory.SharedMemory(name=name)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -288,8 +309,7 @@ class _RegionPool:
         if region is not None:
             return region
         size = -(-size // SHARED_ROUND_BYTES) * SHARED_ROUND_BYTES  # room for a slightly larger batch
-        region = shared_memory.SharedMemory(name=f"{SHARED_PREFIX}{os.getpid()}_{next(_REGIONS)}", create=True,
-                                            size=size)
+        region = _reserved_region(f"{SHARED_PREFIX}{os.getpid()}_{next(_REGIONS)}", size)
         try:
             await connection.register_system_shared_memory(region.name, "/" + region.name, region.size,
                                                            client_timeout=timeout_s)

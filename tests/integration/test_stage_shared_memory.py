@@ -4,6 +4,7 @@ answers as inside gRPC messages, regions reused from request to request, none le
 registered is released."""
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import subprocess
@@ -140,4 +141,25 @@ async def test_a_server_that_lost_the_regions_still_answers(triton: TritonServer
     np.testing.assert_array_equal(third["mouth_params"], first["mouth_params"])
     now = [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
     assert now and not set(now) & set(ours) and client.shared_memory
+    await client.close()
+
+
+async def test_no_room_in_dev_shm_sends_the_request_inside_grpc(triton: TritonServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full /dev/shm (a container's 64 MB) fails the region's reservation, not the process:
+    that request goes inside gRPC messages, and shared memory stays on for the next."""
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    client = AsyncStageClient(triton.grpc_url, shared_memory=True)
+    audio = np.sin(np.arange(16_000 * 20) / 7).astype(np.float32) * 0.1  # 1.3 MB: the shared way
+    fps = np.array([25.0], np.float32)
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "posix_fallocate", full)
+        answer = await client.infer("audio_features", audio=audio, fps=fps)
+    assert answer["mouth_params"].shape[1] == 8 and client.shared_memory
+    assert _regions_on_disk() == set()
+    np.testing.assert_array_equal((await client.infer("audio_features", audio=audio, fps=fps))["mouth_params"],
+                                  answer["mouth_params"])
+    assert [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
     await client.close()
