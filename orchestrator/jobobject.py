@@ -23,5 +23,6 @@ def job_record(request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus) -
 
 
 def job_body(request: lipsync_pb2.JobRequest, status: lipsync_pb2.JobStatus, signer: UrlSigner,
-             url_ttl_s: int) -> bytes:
-    return render_body(job_record(request, status), signer, url_ttl_s)
+             url_ttl_s: int, retention_s: float | None = None) -> bytes:
+    """retention_s: how long outputs are kept (the link in the body never outlives the file)."""
+    return render_body(job_record(request, status), signer, url_ttl_s, retention_s=retention_s)

@@ -241,7 +241,7 @@ class Orchestrator:
                                                                      request.job_id, status.status, data))
         if request.webhook_url:
             signer = UrlSigner(self.settings.secret_key_bytes, self.settings.base_url)
-            body = job_body(request, status, signer, self.settings.output_url_ttl_s)
+            body = job_body(request, status, signer, self.settings.output_url_ttl_s, self.settings.file_retention_s)
             secret = request.webhook_secret
             if request.webhook_secret_sealed:
                 try:

@@ -129,7 +129,10 @@ def job_object(
     if expired_ms is not None:
         expires_at = iso_from_ms(expired_ms)
     elif completed and record.output_key:
-        signed = signer.sign(record.output_key, url_ttl_s, now_s)
+        # Never a link that outlives the file: the expiry sweep removes it retention_s after completion.
+        kept_until_s = (record.completed_at_ms / 1000 + retention_s
+                        if retention_s is not None and record.completed_at_ms else None)
+        signed = signer.sign(record.output_key, url_ttl_s, now_s, not_after_s=kept_until_s)
         output = signed.url
         expires_at = iso_from_ms(ms_from_datetime(signed.expires_at))
     if status is JobStatus.PROCESSING:
@@ -158,6 +161,8 @@ def job_object(
     }
 
 
-def job_body(record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None) -> bytes:
+def job_body(record: JobRecord, signer: UrlSigner, url_ttl_s: int, now_s: float | None = None,
+             *, retention_s: float | None = None) -> bytes:
     """The job object as compact JSON bytes (the webhook body)."""
-    return json.dumps(job_object(record, signer, url_ttl_s, now_s), separators=(",", ":")).encode()
+    return json.dumps(job_object(record, signer, url_ttl_s, now_s, retention_s=retention_s),
+                      separators=(",", ":")).encode()

@@ -45,9 +45,13 @@ class UrlSigner:
         base = self.public_url.rstrip("/")
         return f"{base}/files/{quote(key)}?expires={int(expires)}&signature={self.signature(key, expires)}"
 
-    def sign(self, key: str, ttl_s: int, now_s: float | None = None) -> SignedUrl:
-        """The link for `key`, valid for at least `ttl_s` (expiry rounded up to the hour)."""
+    def sign(self, key: str, ttl_s: int, now_s: float | None = None,
+             not_after_s: float | None = None) -> SignedUrl:
+        """The link for `key`, valid for at least `ttl_s` (expiry rounded up to the hour), but
+        never past `not_after_s` when given (the moment the file itself is removed)."""
         expires = rounded_expiry(ttl_s, now_s)
+        if not_after_s is not None:
+            expires = min(expires, int(not_after_s))
         return SignedUrl(self.url_until(key, expires), dt.datetime.fromtimestamp(expires, dt.timezone.utc))
 
     def verify(self, key: str, expires: int | str, signature: str, now_s: float | None = None) -> bool:

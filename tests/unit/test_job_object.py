@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
-from proto.jobobject import JobRecord, datetime_from_ms, iso_from_ms, job_object, ms_from_datetime
+from proto.jobobject import JobRecord, datetime_from_ms, iso_from_ms, job_body, job_object, ms_from_datetime
 from proto.urlsign import UrlSigner
 
 SIGNER = UrlSigner(b"secret", "https://api.example.com")
@@ -14,7 +16,6 @@ BASE = JobRecord(id="j1", model="lipsync-image", status="processing", seed=7,
 
 
 def build(**changes: object) -> dict[str, object]:
-    from dataclasses import replace
     return job_object(replace(BASE, **changes), SIGNER, 3600, now_s=NOW)
 
 
@@ -52,3 +53,17 @@ def test_milliseconds_round_trip_without_float_error() -> None:
         assert ms_from_datetime(datetime_from_ms(ms)) == ms
         assert iso_from_ms(ms) == datetime_from_ms(ms).replace(tzinfo=dt.UTC).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_the_link_never_outlives_the_file() -> None:
+    """Retention and link lifetime both 1 h: the rounded-up expiry would reach past the moment
+    the sweep removes the file, so the link ends exactly then; GET and the webhook body agree."""
+    record = replace(BASE, status="completed", output_key="outputs/j1.mp4", completed_at_ms=int(NOW * 1000))
+    uncapped = job_object(record, SIGNER, 3600, now_s=NOW)
+    capped = job_object(record, SIGNER, 3600, now_s=NOW, retention_s=3600)
+    expires = int(parse_qs(urlsplit(str(capped["output"])).query)["expires"][0])
+    assert int(parse_qs(urlsplit(str(uncapped["output"])).query)["expires"][0]) > NOW + 3600  # rounded up
+    assert expires == int(NOW + 3600) and capped["expires_at"] == iso_from_ms(expires * 1000)
+    assert json.loads(job_body(record, SIGNER, 3600, NOW, retention_s=3600))["output"] == capped["output"]
+    # a retention longer than the link's lifetime changes nothing
+    assert job_object(record, SIGNER, 3600, now_s=NOW, retention_s=7 * 86400)["output"] == uncapped["output"]
