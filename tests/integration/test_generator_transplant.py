@@ -2,24 +2,18 @@
 tritonserver: two frames of the real talking video, a closed mouth given an open one."""
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from orchestrator.stages import TritonStages
-from preprocess.align import extract_crop, face_crop_box
-from preprocess.decode import iter_video_frames
 from proto.stages import StageUnavailable
 from tests.integration.fixtures_triton import TritonServer
-from tests.media import media_file
+from tests.talking_face import CLOSED_FRAME, OPEN_FRAME, face_crops, face_mesh
 
 pytestmark = pytest.mark.integration
 
-FACE_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "face_detection" / "1"
-CLOSED_FRAME, OPEN_FRAME = 0, 29  # talk_a at 22.1 fps: lips together / open with teeth
 SIDE_PX = 256
 
 
@@ -32,21 +26,7 @@ async def stages(triton: TritonServer) -> AsyncIterator[TritonStages]:
 
 @pytest.fixture(scope="module")
 def pair() -> dict[str, np.ndarray]:
-    if str(FACE_DIR) not in sys.path:
-        sys.path.insert(0, str(FACE_DIR))
-    from facemesh import FaceMesh
-
-    mesh = FaceMesh(FACE_DIR)
-    out: dict[str, np.ndarray] = {}
-    for index, frame in enumerate(iter_video_frames(media_file("talk_a.mp4"), 22.131, (480, 480))):
-        if index in (CLOSED_FRAME, OPEN_FRAME):
-            landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
-            box = face_crop_box(landmarks, size=SIDE_PX)
-            name = "closed" if index == CLOSED_FRAME else "open"
-            out[name], out[name + "_landmarks"] = extract_crop(frame, box), box.to_crop(landmarks)
-        if index >= OPEN_FRAME:
-            break
-    return out
+    return face_crops(face_mesh(), {CLOSED_FRAME: "closed", OPEN_FRAME: "open"}, SIDE_PX)
 
 
 def lip_gap_iod(landmarks: np.ndarray) -> float:

@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess.align import extract_crop, face_crop_box
-from preprocess.decode import iter_video_frames
-
 ROOT = Path(__file__).resolve().parents[2]
 GEN_DIR = ROOT / "model_repository" / "generator" / "1"
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
@@ -24,32 +21,21 @@ for entry in (GEN_DIR, FACE_DIR):
 
 from lipwarp.opening import opened_shapes, uncovered_share  # noqa: E402
 from lipwarp.shapes import source_shape  # noqa: E402
-from tests.media import media_file  # noqa: E402
+from tests.talking_face import CLOSED_FRAME, OPEN_FRAME, face_crops, face_mesh  # noqa: E402
 
 SIDE_PX = 256
-CLOSED_FRAME, OPEN_FRAME = 0, 29  # talk_a at 22.1 fps: lips together / open with teeth
 TEETH, TONGUE = 0.5, 0.3
 
 
 @pytest.fixture(scope="module")
 def crops() -> dict[str, object]:
-    video = media_file("talk_a.mp4")
-    if not (FACE_DIR / "face_landmark.onnx").is_file() or not (GEN_DIR / "generator.onnx").is_file():
-        pytest.skip("face_detection or generator models missing")
-    from facemesh import FaceMesh
+    if not (GEN_DIR / "generator.onnx").is_file():
+        pytest.skip("generator models missing (make models)")
     from lipwarp.render import Renderer
 
-    mesh = FaceMesh(FACE_DIR)
-    out: dict[str, object] = {"mesh": mesh, "renderer": Renderer(GEN_DIR)}
-    for index, frame in enumerate(iter_video_frames(video, 22.131, (480, 480))):
-        if index in (CLOSED_FRAME, OPEN_FRAME):
-            landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
-            box = face_crop_box(landmarks, size=SIDE_PX)
-            name = "closed" if index == CLOSED_FRAME else "open"
-            out[name], out[name + "_landmarks"] = extract_crop(frame, box), box.to_crop(landmarks)
-        if index >= OPEN_FRAME:
-            break
-    return out
+    mesh = face_mesh()
+    return {"mesh": mesh, "renderer": Renderer(GEN_DIR),
+            **face_crops(mesh, {CLOSED_FRAME: "closed", OPEN_FRAME: "open"}, SIDE_PX)}
 
 
 def gap_px(landmarks: np.ndarray) -> float:

@@ -12,9 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocess.align import extract_crop, face_crop_box
-from preprocess.decode import iter_video_frames
-
 ROOT = Path(__file__).resolve().parents[2]
 GEN_DIR = ROOT / "model_repository" / "generator"
 FACE_DIR = ROOT / "model_repository" / "face_detection" / "1"
@@ -23,32 +20,16 @@ for entry in (GEN_DIR / "1", FACE_DIR):
         sys.path.insert(0, str(entry))
 
 import transplant as tp  # noqa: E402
-from tests.media import media_file
+from tests.talking_face import CLOSED_FRAME, OPEN_FRAME, face_crops, face_mesh  # noqa: E402
 
 SIDE_PX = 256
-CLOSED_FRAME, OPEN_FRAME = 0, 29  # talk_a at 22.1 fps: lips together / mid-word, open with teeth
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 
 
 @pytest.fixture(scope="module")
 def crops() -> dict[str, np.ndarray]:
-    video = media_file("talk_a.mp4")
-    if not (FACE_DIR / "face_landmark.onnx").is_file():
-        pytest.skip("face_detection models missing")
-    from facemesh import FaceMesh
-
-    mesh = FaceMesh(FACE_DIR)
-    wanted = {CLOSED_FRAME: "target", OPEN_FRAME: "reference"}
-    out: dict = {"mesh": mesh}
-    for index, frame in enumerate(iter_video_frames(video, 22.131, (480, 480))):
-        if index in wanted:
-            landmarks = mesh.detect(frame, max_faces=1)[0].landmarks
-            box = face_crop_box(landmarks, size=SIDE_PX)
-            out[wanted[index]] = extract_crop(frame, box)
-            out[wanted[index] + "_landmarks"] = box.to_crop(landmarks)
-        if index >= max(wanted):
-            break
-    return out
+    mesh = face_mesh()
+    return {"mesh": mesh, **face_crops(mesh, {CLOSED_FRAME: "target", OPEN_FRAME: "reference"}, SIDE_PX)}
 
 
 def lip_gap_iod(landmarks: np.ndarray) -> float:
