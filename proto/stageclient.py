@@ -14,7 +14,6 @@ gRPC messages: each is copied once into a region the server maps, where gRPC wou
 serialise and copy it several times (a 720p dub moves ~0.6 GB of frames and crops)."""
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -253,6 +252,15 @@ class AsyncStageClient:
             return False
 
 
+async def _unregister_name(connection: Any, name: str, timeout_s: float) -> None:
+    """Unregister a region; a server that cannot (gone, or restarted and no longer has it) is
+    logged, not raised: the region is freed on this side either way."""
+    try:
+        await connection.unregister_system_shared_memory(name, client_timeout=timeout_s)
+    except InferenceServerException as exc:
+        log.info("shared-memory region %s not unregistered: %s", name, exc.message())
+
+
 def _reserved_region(name: str, size: int) -> shared_memory.SharedMemory:
     """A new POSIX shared-memory region with all its pages reserved up front: a region larger
     than what /dev/shm has left fails here with OSError (ENOSPC), instead of killing this
@@ -349,8 +357,7 @@ class _RegionPool:
         for region in idle:
             await self._unregister(region, connection, 5.0)
         for name in lent:
-            with contextlib.suppress(InferenceServerException):
-                await connection.unregister_system_shared_memory(name, client_timeout=5.0)
+            await _unregister_name(connection, name, 5.0)
 
     def forget(self) -> None:
         """Drop the idle regions without asking the server (it no longer has them)."""
@@ -365,18 +372,17 @@ class _RegionPool:
 
     @staticmethod
     async def _unregister(region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
-        with contextlib.suppress(InferenceServerException):
-            await connection.unregister_system_shared_memory(region.name, client_timeout=timeout_s)
+        await _unregister_name(connection, region.name, timeout_s)
         region.close()
 
     async def _release_stale(self, connection: Any) -> None:
         self._checked = True
         try:
             status = await connection.get_system_shared_memory_status(as_json=True)
-        except InferenceServerException:
+        except InferenceServerException as exc:
+            log.warning("Triton's shared-memory regions could not be listed (%s); stale ones stay", exc.message())
             return
         for name in status.get("regions", {}):
             pid = name.removeprefix(SHARED_PREFIX).split("_")[0]
             if name.startswith(SHARED_PREFIX) and pid.isdigit() and not _alive(int(pid)):
-                with contextlib.suppress(InferenceServerException):
-                    await connection.unregister_system_shared_memory(name)
+                await _unregister_name(connection, name, DEFAULT_TIMEOUT_S)
