@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/eval.md"))
     parser.add_argument("--cases", default="", help="comma-separated substrings of case names")
     parser.add_argument("--skip-mesh", action="store_true", help="only the calibration rows")
+    parser.add_argument("--keep-videos", type=Path, default=None, metavar="DIR",
+                        help="also keep each mesh case's output video in DIR, as <case>.mp4")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -51,18 +53,21 @@ def main(argv: list[str] | None = None) -> int:
         rows += evaluator.measure(case)
     mesh_cases = [c for c in cases if c.needs_mesh]
     if mesh_cases:
-        rows += _run_mesh_cases(evaluator, mesh_cases, notes)
+        rows += _run_mesh_cases(evaluator, mesh_cases, notes, args.keep_videos)
     args.out.write_text(render(rows, real_jitter, notes))
     args.out.with_suffix(".json").write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1, default=str))
     logger.info("wrote %s", args.out)
     return 0
 
 
-def _run_mesh_cases(evaluator: Evaluator, cases: list[Case], notes: list[str]) -> list[Measurement]:
+def _run_mesh_cases(evaluator: Evaluator, cases: list[Case], notes: list[str],
+                     keep: Path | None = None) -> list[Measurement]:
     from tests.e2e.mesh import start_mesh  # noqa: PLC0415 - only when the mesh is wanted
     from tests.servers import MediaServer  # noqa: PLC0415
 
     rows: list[Measurement] = []
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lipsyncd-eval-") as scratch:
         media = MediaServer()
         try:
@@ -76,7 +81,7 @@ def _run_mesh_cases(evaluator: Evaluator, cases: list[Case], notes: list[str]) -
             for case in cases:
                 logger.info("submitting %s", case.name)
                 try:
-                    rows += _run_case(evaluator, mesh, media.url, case, Path(scratch))
+                    rows += _run_case(evaluator, mesh, media.url, case, keep or Path(scratch))
                 except (RuntimeError, AssertionError, httpx.HTTPError) as exc:
                     notes.append(f"{case.name}: {exc}")
                     logger.error("%s failed: %s", case.name, exc)

