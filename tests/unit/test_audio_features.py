@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 import wave
 from pathlib import Path
@@ -26,6 +27,7 @@ from mouthcues.pipeline import (  # noqa: E402
     split_points,
 )
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
+from mouthcues.words import SEARCH_PARAMETERS, RecognizerSettings, settings_from_parameters  # noqa: E402
 from preprocess.audio import loudness_gain  # noqa: E402
 from tests.media import media_file
 
@@ -334,3 +336,26 @@ def test_speech_of_several_pieces_splits_at_the_piece_cuts_exactly(decoder: Phon
     differ = np.flatnonzero(np.abs(joined - whole.mouth_params).max(axis=1) > 1e-6) / 25.0
     assert np.all(np.abs(differ - cut_s) <= 1.0)  # the dominance tails reach about a second
     assert np.abs(joined - whole.mouth_params).max() < 0.1
+
+
+def _config_parameters(path: Path) -> dict[str, dict[str, str]]:
+    """The `parameters: { key: ... value: { string_value: ... } }` entries of a config.pbtxt."""
+    found = re.findall(r'parameters:\s*\{\s*key:\s*"(\w+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', path.read_text())
+    return {key: {"string_value": value} for key, value in found}
+
+
+def test_the_served_word_search_is_the_one_measured() -> None:
+    # config.pbtxt sets the search Triton serves; the defaults (and the numbers in their
+    # docstring) describe the same search.
+    parameters = _config_parameters(STAGE_DIR.parent / "config.pbtxt")
+    assert set(SEARCH_PARAMETERS) <= set(parameters)
+    assert settings_from_parameters(parameters) == RecognizerSettings()
+
+
+def test_search_parameters_are_whole_numbers_and_absent_ones_keep_the_defaults() -> None:
+    assert settings_from_parameters({}) == RecognizerSettings()
+    narrow = settings_from_parameters({"max_hmms_per_frame": {"string_value": "1000"}})
+    assert narrow.max_hmms_per_frame == 1000 and narrow.max_words_per_frame == RecognizerSettings().max_words_per_frame
+    for bad in ("0", "-5", "2.5", "wide", ""):
+        with pytest.raises(ValueError, match="max_words_per_frame"):
+            settings_from_parameters({"max_words_per_frame": {"string_value": bad}})

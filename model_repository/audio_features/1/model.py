@@ -16,6 +16,7 @@ if _HERE not in sys.path:
 
 import ctypes  # noqa: E402
 import ctypes.util  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -25,6 +26,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from mouthcues.acoustics import SAMPLE_RATE_HZ  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
+from mouthcues.words import settings_from_parameters  # noqa: E402
 
 log = logging.getLogger(__name__)
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
@@ -38,7 +40,7 @@ class TritonPythonModel:
     → mouth_params [T, 8], energy [T], phones (of that part of the audio)."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        self._decoder = PhoneRecognizer()
+        self._decoder = PhoneRecognizer(settings=settings_from_parameters(json.loads(args["model_config"]).get("parameters", {})))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         answers = [self._answer(request) for request in requests]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .phones import FRAME_RATE_HZ, SAMPLE_RATE_HZ, AllphoneDecoder, PhoneSegment
-from .words import WordAligner
+from .words import RecognizerSettings, WordAligner
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class PhoneRecognizer:
     """Word recognition + forced alignment where the English recogniser is confident,
     allphone decoding elsewhere. Pass use_words=False for allphone only."""
 
-    def __init__(self, use_words: bool = True) -> None:
-        self._aligner = WordAligner() if use_words else None
+    def __init__(self, use_words: bool = True, settings: RecognizerSettings = RecognizerSettings()) -> None:
+        self._aligner = WordAligner(settings) if use_words else None
         self._allphone = AllphoneDecoder()
 
     def decode_pieces(self, audio: np.ndarray, cut_frames: list[int], activity: np.ndarray) -> PhoneDecoding:

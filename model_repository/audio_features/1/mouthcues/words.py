@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,24 @@ class RecognizerSettings:
     min_median_posterior: float = 0.6
     min_coverage: float = 0.7
     min_words: int = 2
+
+
+SEARCH_PARAMETERS = ("max_hmms_per_frame", "max_words_per_frame")
+
+
+def settings_from_parameters(parameters: Mapping[str, Any]) -> RecognizerSettings:
+    """The word search's width from a Triton model configuration's `parameters` (config.pbtxt:
+    each {"string_value": "<whole number >= 1>"}); absent ones keep the defaults. A bad value
+    raises ValueError naming the parameter (the model then does not load)."""
+    values: dict[str, int] = {}
+    for name in SEARCH_PARAMETERS:
+        if name not in parameters:
+            continue
+        text = str(parameters[name].get("string_value", "")).strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"audio_features parameter {name} must be a whole number >= 1, got {text!r}")
+        values[name] = int(text)
+    return RecognizerSettings(**values)
 
 
 @dataclass(frozen=True)
