@@ -218,11 +218,12 @@ async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool 
 async def _dub_speeches(res: JobResources, voice: Voice, video: Path, seconds: float, fps: float,
                         own_speech: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
     """The new speech's mouth tracks, and (when asked and the video has a soundtrack) those of
-    the source's own speech over its first `seconds`, both from the audio_features stage, side
-    by side. A video dubbed with its own soundtrack is analysed once."""
+    the source's own speech over its first `seconds` (at most the setting
+    dub_speaker_fit_max_s), both from the audio_features stage, side by side. A video dubbed
+    with its own soundtrack is analysed once."""
     if not own_speech:
         return await _speech(res, voice.features, fps, split=False), None
-    own = await asyncio.to_thread(source_speech, video, seconds)
+    own = await asyncio.to_thread(source_speech, video, min(seconds, res.settings.dub_speaker_fit_max_s))
     if own is None:
         return await _speech(res, voice.features, fps, split=False), None
     if own.size <= voice.features.size and np.allclose(own, voice.features[: own.size], atol=1e-4):

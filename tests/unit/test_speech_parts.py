@@ -8,18 +8,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orchestrator.pipeline import _speech
+from orchestrator.pipeline import Voice, _dub_speeches, _speech
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.stages import AudioFeatures
 from preprocess.audio import FEATURE_RATE_HZ
+from tests.media import media_file
 
 
 class RecordingStage:
     def __init__(self) -> None:
         self.parts: list[tuple[int, int]] = []
+        self.sizes: list[int] = []
 
     async def audio_features(self, audio_16k: np.ndarray, fps: float, part: tuple[int, int] = (0, 1)) -> AudioFeatures:
         self.parts.append(part)
+        self.sizes.append(audio_16k.size)
         frames = 3 + part[0]  # distinguishable per part
         return AudioFeatures(np.full((frames, 8), part[0], np.float32), np.full(frames, part[0], np.float32))
 
@@ -42,3 +45,20 @@ def test_speech_goes_whole_or_in_parts(seconds: float, parts_setting: int, split
     # the answers are concatenated in part order
     assert params.shape[0] == energy.shape[0] == sum(3 + i for i in range(expected))
     assert list(params[:, 0]) == [i for i in range(expected) for _ in range(3 + i)]
+
+
+@pytest.mark.parametrize(("tracked_s", "fit_max_s", "expected_s"), [
+    (5.0, 30.0, 5.0),   # the source's speech over the tracked frames
+    (5.0, 3.0, 3.0),    # but no more than the setting
+])
+def test_the_speaker_fit_analyses_at_most_its_setting_of_the_source(tracked_s: float, fit_max_s: float,
+                                                                    expected_s: float) -> None:
+    stage = RecordingStage()
+    res = SimpleNamespace(stages=stage, settings=OrchestratorSettings(dub_speaker_fit_max_s=fit_max_s),
+                          stage_instances={"audio_features": 2})
+    rng = np.random.default_rng(0)
+    voice = Voice(features=rng.normal(0, 0.1, 8 * FEATURE_RATE_HZ).astype(np.float32), write_output=lambda _: 0)
+    new, own = asyncio.run(_dub_speeches(res, voice, media_file("talk_a.mp4"), tracked_s, 25.0,  # type: ignore[arg-type]
+                                         own_speech=True))
+    assert own is not None
+    assert sorted(stage.sizes) == sorted([voice.features.size, int(expected_s * FEATURE_RATE_HZ)])
