@@ -14,21 +14,12 @@ import time
 from pathlib import Path
 
 from postprocess.storage import Storage
+from proto.stageclient import pid_alive
 
 log = logging.getLogger(__name__)
 
 EXPIRING_PREFIXES = ("uploads/", "outputs/")
 _ROOT_PREFIX = "orch-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
 
 
 def claim_scratch_root(base: Path) -> Path:
@@ -44,7 +35,7 @@ def claim_scratch_root(base: Path) -> Path:
         if entry.name.startswith(_ROOT_PREFIX):
             if owner_host != host or not pid.isdigit():
                 continue
-            if entry != mine and _pid_alive(int(pid)):
+            if entry != mine and pid_alive(int(pid)):
                 continue
         log.info("removing scratch left by a stopped process: %s", entry)
         if entry.is_dir() and not entry.is_symlink():

@@ -277,7 +277,8 @@ def _reserved_region(name: str, size: int) -> shared_memory.SharedMemory:
     return shared_memory.SharedMemory(name=name)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one of another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -384,5 +385,5 @@ class _RegionPool:
             return
         for name in status.get("regions", {}):
             pid = name.removeprefix(SHARED_PREFIX).split("_")[0]
-            if name.startswith(SHARED_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            if name.startswith(SHARED_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
                 await _unregister_name(connection, name, DEFAULT_TIMEOUT_S)

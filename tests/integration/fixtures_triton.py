@@ -8,12 +8,13 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from orchestrator.stages import TritonStages
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,3 +67,11 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+async def stages(triton: TritonServer) -> AsyncIterator[TritonStages]:
+    """A gRPC client of the session's Triton (no shared memory), closed after the test."""
+    client = TritonStages(triton.grpc_url)
+    yield client
+    await client.close()

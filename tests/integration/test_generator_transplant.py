@@ -2,26 +2,17 @@
 tritonserver: two frames of the real talking video, a closed mouth given an open one."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from orchestrator.stages import TritonStages
 from proto.stages import StageUnavailable
-from tests.integration.fixtures_triton import TritonServer
 from tests.talking_face import CLOSED_FRAME, OPEN_FRAME, face_crops, face_mesh
 
 pytestmark = pytest.mark.integration
 
 SIDE_PX = 256
-
-
-@pytest.fixture
-async def stages(triton: TritonServer) -> AsyncIterator[TritonStages]:
-    client = TritonStages(triton.grpc_url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture(scope="module")

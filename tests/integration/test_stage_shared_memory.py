@@ -9,7 +9,6 @@ import gc
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.integration
 
 FACE_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "face_detection" / "1"
 SIDE_PX = 256
-
-
-@pytest.fixture
-async def plain(triton: TritonServer) -> AsyncIterator[TritonStages]:
-    client = TritonStages(triton.grpc_url)
-    yield client
-    await client.close()
 
 
 def _frames(count: int) -> np.ndarray:
@@ -59,10 +51,10 @@ async def _registered(url: str) -> dict[str, object]:
 
 
 async def test_tracking_and_transplant_answer_the_same_through_shared_memory(
-        plain: TritonStages, triton: TritonServer) -> None:
+        stages: TritonStages, triton: TritonServer) -> None:
     shared = TritonStages(triton.grpc_url, shared_memory=True)
     frames = _frames(8)  # 8 x 480 x 480 x 3: 5.5 MB in one tensor
-    want = await plain.track_faces(frames, max_faces=1)
+    want = await stages.track_faces(frames, max_faces=1)
     got = await shared.track_faces(frames, max_faces=1)
     assert [len(f) for f in got] == [len(f) for f in want] == [1] * 8
     for a, b in zip(want, got, strict=True):
@@ -74,7 +66,7 @@ async def test_tracking_and_transplant_answer_the_same_through_shared_memory(
     crop_landmarks = np.stack([box.to_crop(lm) for box, lm in zip(boxes, landmarks, strict=True)])
     reference, reference_landmarks = crops[::-1].copy(), crop_landmarks[::-1].copy()
     params, motion = np.zeros((8, 8), np.float32), np.zeros((8, 4), np.float32)
-    want_out = await plain.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
+    want_out = await stages.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
     got_out = await shared.generate(crops, crop_landmarks, params, motion, reference, reference_landmarks)
     np.testing.assert_array_equal(got_out.frames, want_out.frames)  # 1.5 MB each way
     np.testing.assert_array_equal(got_out.masks, want_out.masks)

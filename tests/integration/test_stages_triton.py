@@ -26,13 +26,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def stages(triton: TritonServer) -> TritonStages:
-    client = TritonStages(triton.grpc_url)
-    yield client
-    await client.close()
-
-
 async def test_all_three_stage_models_are_ready(stages: TritonStages) -> None:
     assert await stages.ready()
 

@@ -163,21 +163,22 @@ def test_calibration_maps_the_video_percentiles_to_zero_and_one() -> None:
     assert np.percentile(gap, 95) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_style_matching_brings_a_wide_target_into_the_library_range() -> None:
+def _calm_library_and_lively_target() -> tuple[np.ndarray, MouthLibrary, np.ndarray]:
+    """A library whose mouth opens a third as wide as the speech asks, and that speech."""
     params = speech_params(100)
     params[:, LIP_OPEN] *= 0.3
-    library = make_library(params)
-    target = speech_params(60, seed=5)
+    return params, make_library(params), speech_params(60, seed=5)
+
+
+def test_style_matching_brings_a_wide_target_into_the_library_range() -> None:
+    params, library, target = _calm_library_and_lively_target()
     matched = match_speaking_style(target, library, floor=0.0)
     assert matched[:, LIP_OPEN].max() <= params[:, LIP_OPEN].max() + 1e-5
     assert np.corrcoef(matched[:, LIP_OPEN], target[:, LIP_OPEN])[0, 1] > 0.95
 
 
 def test_style_matching_keeps_a_share_of_the_target_for_a_calm_speaker() -> None:
-    params = speech_params(100)
-    params[:, LIP_OPEN] *= 0.3
-    library = make_library(params)
-    target = speech_params(60, seed=5)
+    params, library, target = _calm_library_and_lively_target()
     matched = match_speaking_style(target, library, floor=0.6)
     assert (matched[:, LIP_OPEN] >= 0.6 * target[:, LIP_OPEN] - 1e-6).all()
     assert matched[:, LIP_OPEN].max() > params[:, LIP_OPEN].max() + 0.1  # wider than the library
