@@ -124,9 +124,9 @@ class _DubBatches:
             images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in transplant])
             ref_images, ref_landmarks = await asyncio.to_thread(crops.stack, [int(self.refs[k]) for k in transplant])
             opening = self.openings[transplant]
-            wider = {"reference_opening": opening} if (opening > 0).any() else {}
             out = await self.stages.generate(images, landmarks, self.mouth_params[transplant], still[:len(transplant)],
-                                             reference=ref_images, reference_landmarks=ref_landmarks, **wider)
+                                             reference=ref_images, reference_landmarks=ref_landmarks,
+                                             reference_opening=opening if (opening > 0).any() else None)
             rendered.update({k: (out.frames[i], out.masks[i]) for i, k in enumerate(transplant)})
         if parametric:
             images, landmarks = await asyncio.to_thread(crops.stack, [int(self.order[k]) for k in parametric])
