@@ -85,10 +85,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     await run_in_threadpool(ctx.storage.check)  # e.g. an S3 bucket that does not exist
     await ctx.bus.start(_event_handler(ctx), _reserve_handler(ctx), _finalize_handler(ctx),
                         _attempt_handler(ctx))
-    reaper = asyncio.create_task(reap_periodically(ctx))
+    stop_reaper = asyncio.Event()
+    reaper = asyncio.create_task(reap_periodically(ctx, stop_reaper))
     try:
         yield
     finally:
+        stop_reaper.set()
         reaper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reaper

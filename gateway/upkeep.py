@@ -84,9 +84,16 @@ def _outcome_if_dead(live: lipsync_pb2.JobStatus | None, created_at: dt.datetime
     return Outcome(status=FAILED, error=REAPED_ERROR, error_code=ErrorCode.INTERNAL_ERROR)
 
 
-async def reap_periodically(ctx: GatewayContext) -> None:
+async def reap_periodically(ctx: GatewayContext, stop: asyncio.Event) -> None:
+    """A round every reaper_interval_s until `stop` is set. A cancel alone may not end it:
+    nats-py can turn the cancel of a pending status read into a timeout, which a round takes
+    for a bus outage and gets over; the next wait then sees `stop`."""
     while True:
-        await asyncio.sleep(ctx.settings.reaper_interval_s)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=ctx.settings.reaper_interval_s)
+            return
+        except TimeoutError:
+            pass
         try:
             await reap_stale_jobs(ctx)
         except Exception:  # a database outage: the next round tries again
