@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from orchestrator.stages import TritonStages
-from proto.stages import StageUnavailable
+from proto.stages import StageRequestError
 from tests.talking_face import CLOSED_FRAME, OPEN_FRAME, face_crops, face_mesh
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,7 @@ async def test_reference_mouth_is_transplanted(stages: TritonStages, pair: dict[
 
 
 async def test_mismatched_reference_is_a_request_error(stages: TritonStages, pair: dict[str, np.ndarray]) -> None:
-    with pytest.raises((StageUnavailable, ValueError)):
+    with pytest.raises(StageRequestError, match="generator"):  # the caller's error: never retried
         await stages.generate(pair["closed"][None], pair["closed_landmarks"][None], np.zeros((1, 8), np.float32),
                               np.zeros((1, 4), np.float32), reference=pair["open"][None, :128, :128],
                               reference_landmarks=pair["open_landmarks"][None])

@@ -39,6 +39,13 @@ async def test_audio_features_follow_the_speech_frame_by_frame(stages: TritonSta
     assert np.corrcoef(opening, features.energy)[0, 1] > 0.3
 
 
+async def test_a_request_the_stage_refuses_is_the_callers_error_not_an_outage(stages: TritonStages) -> None:
+    # Past the client's checks (dtype and shape fit), refused by the stage itself: a request
+    # error, which the orchestrator fails the job on instead of retrying as if Triton were down.
+    with pytest.raises(StageRequestError, match="fps must be one positive number"):
+        await stages.audio_features(np.zeros(16_000, np.float32), 0.0)
+
+
 async def test_silence_gives_a_mouth_at_rest(stages: TritonStages) -> None:
     features = await stages.audio_features(np.zeros(16_000 * 2, np.float32), 25.0)
     assert features.mouth_params[:, :2].max() < 0.05

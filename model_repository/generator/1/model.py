@@ -95,4 +95,5 @@ def _release_heap() -> None:
 
 
 def _error(message: str) -> Any:
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+    # A refused request is the caller's error (the client raises StageRequestError, never retried).
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
