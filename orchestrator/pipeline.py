@@ -51,7 +51,7 @@ from preprocess.audio import (
     mix_tracks,
     write_track,
 )
-from preprocess.decode import VideoDecoder, load_image, output_size, resize_rgb
+from preprocess.decode import SpareDecoder, VideoDecoder, load_image, output_size, resize_rgb
 from preprocess.errors import MediaError
 from proto import lipsync_pb2
 from proto.vocabulary import DEFAULT_RESOLUTION, ErrorCode, Model, Resolution
@@ -92,6 +92,8 @@ class JobResources:
     billing: Billing
     # Instances per stage model, as Triton's model configuration says (read at start-up).
     stage_instances: Mapping[str, int] = field(default_factory=dict)
+    # The video decoder child the next dub takes, started while no dub runs.
+    decoders: SpareDecoder = field(default_factory=SpareDecoder)
 
 
 @dataclass
@@ -127,9 +129,13 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
     short_side = SHORT_SIDES.get(request.resolution or DEFAULT_RESOLUTION, 480)
 
     with contextlib.ExitStack() as cleanup:
-        # A dub's video decoder (a child process) starts now: its start-up overlaps the download.
-        decoder = (cleanup.enter_context(VideoDecoder(settings.decoder_max_memory_bytes))
-                   if request.model == Model.VIDEO else None)
+        # A dub's video decoder (a child process): the spare started after the last dub, or
+        # one started now, whose start-up then overlaps the download. The next spare starts
+        # when this job is done.
+        decoder = None
+        if request.model == Model.VIDEO:
+            cleanup.callback(res.decoders.refill, settings.decoder_max_memory_bytes)
+            decoder = cleanup.enter_context(res.decoders.take(settings.decoder_max_memory_bytes))
 
         # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
         await reporter.stage("download", PROGRESS["download"])
@@ -399,7 +405,10 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
             source = await track_video(
                 decoder.frames(files["video"], fps, size, info.rotation_deg), tracked_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)
-            (params, energy), own = await speech
+            # 5b. The person's own mouths (the library), measured while the speech may still be analysed.
+            async with _background(asyncio.to_thread(source_library, source)) as measuring:
+                (params, energy), own = await speech
+                library = await measuring
 
         # 6. The new speech as mouth parameters on the output timeline.
         order = timeline(source.count, audio_frames, sync_mode)
@@ -407,7 +416,6 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         energy = place_in_timeline(energy, 0, len(order))
         # 6b. The person's own mouth for each output frame, where the video has a close one,
         #     aimed at the openings this speaker makes for such speech.
-        library = await asyncio.to_thread(source_library, source)
         speaker = fit_speaker(own[0][: source.count], own[1][: source.count], library) if own is not None else None
         if speaker is not None:
             params = speaker_targets(speaker, params, energy)

@@ -164,6 +164,10 @@ class VideoDecoder:
             stderr = self._errors.read()[-4000:].decode(errors="replace")
             raise _child_error(code, stderr)
 
+    def waiting(self) -> bool:
+        """True while the child runs and has not been given a video yet."""
+        return self._child.poll() is None and self._child.stdin is not None and not self._child.stdin.closed
+
     def close(self) -> None:
         """Stop the child if it still runs (the consumer stopped early, or never asked)."""
         if self._child.poll() is None:
@@ -173,6 +177,37 @@ class VideoDecoder:
             if stream is not None and not stream.closed:
                 with contextlib.suppress(BrokenPipeError):
                     stream.close()
+
+
+class SpareDecoder:
+    """One `VideoDecoder` child started ahead of the next dub, while the orchestrator waits for
+    work: a dub then takes a child whose Python and PyAV start-up (about 0.3 s of CPU) is
+    already done, instead of paying it while its own tracking and speech analysis keep the
+    cores busy. Each child still serves one video and exits, under the memory cap it was
+    started with; a spare left over when its parent dies reads end-of-file and exits."""
+
+    def __init__(self) -> None:
+        self._spare: VideoDecoder | None = None
+        self._spare_cap = 0
+
+    def take(self, max_memory_bytes: int = 0) -> VideoDecoder:
+        """The spare when it is alive and capped as asked, else a child started now."""
+        decoder, self._spare = self._spare, None
+        if decoder is not None and decoder.waiting() and self._spare_cap == max_memory_bytes:
+            return decoder
+        if decoder is not None:
+            decoder.close()
+        return VideoDecoder(max_memory_bytes)
+
+    def refill(self, max_memory_bytes: int = 0) -> None:
+        """Start the spare for the next dub (call when a dub is done, or at start-up)."""
+        if self._spare is None:
+            self._spare, self._spare_cap = VideoDecoder(max_memory_bytes), max_memory_bytes
+
+    def close(self) -> None:
+        decoder, self._spare = self._spare, None
+        if decoder is not None:
+            decoder.close()
 
 
 def iter_video_frames_in_child(
