@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,25 @@ def test_triton_image_has_the_project_modules_the_stages_import() -> None:
         for module in re.findall(r"^\s*from (proto\.\w+) import", source.read_text(), re.M):
             path = module.replace(".", "/") + ".py"
             assert path in copied, f"{source.relative_to(ROOT)} imports {module}, not in the Triton image"
+
+
+# Import name -> the pip package that provides it in the Triton image.
+STAGE_PACKAGES = {"numpy": "numpy", "scipy": "scipy", "onnxruntime": "onnxruntime-gpu",
+                  "pocketsphinx": "pocketsphinx", "cv2": "opencv-python-headless", "PIL": "pillow"}
+
+
+def test_triton_image_installs_every_package_the_stages_import() -> None:
+    """The stage models run on the image's system Python: a third-party import missing from
+    triton-requirements.txt would stop the model from loading there (the local mesh runs them
+    on the project's venv, so no other test would notice)."""
+    required = {line.split("==")[0] for line in (ROOT / "deploy/docker/triton-requirements.txt").read_text().splitlines()
+                if line and not line.startswith("#")}
+    stage_dirs = list((ROOT / "model_repository").glob("*/1"))
+    local = {p.stem for d in stage_dirs for p in d.rglob("*.py")} | {p.name for d in stage_dirs for p in d.iterdir() if p.is_dir()}
+    for source in (ROOT / "model_repository").glob("*/1/**/*.py"):
+        for module in re.findall(r"^\s*(?:from|import) (\w+)", source.read_text(), re.M):
+            if module in sys.stdlib_module_names or module in local or module in ("proto", "triton_python_backend_utils"):
+                continue
+            assert module in STAGE_PACKAGES, f"{source.relative_to(ROOT)} imports {module}: which package provides it?"
+            assert STAGE_PACKAGES[module] in required, (
+                f"{source.relative_to(ROOT)} imports {module}; {STAGE_PACKAGES[module]} is not in triton-requirements.txt")

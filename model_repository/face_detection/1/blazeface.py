@@ -144,7 +144,7 @@ class BlazeFaceDetector:
         square = RotatedRect((x0 + x1) / 2, (y0 + y1) / 2, side, side)
         size = self._spec.input_size
         pixels = sample_rect(image, square, size, border="zero")
-        tensor = (pixels / 127.5 - 1.0)[None].astype(np.float32)
+        tensor = (pixels * np.float32(1.0 / 127.5) - np.float32(1.0))[None]
         outputs = self._session.run(None, {self._input_name: tensor})
         # Output names differ between the converted graphs; the shapes do not: [1, N, 16], [1, N, 1].
         regressors = next(o for o in outputs if o.shape[-1] == 16)

@@ -141,7 +141,7 @@ class FaceMesh:
     def run_mesh(self, image: np.ndarray, roi: RotatedRect) -> MeshResult:
         """Regress the mesh inside roi; landmarks in image pixels, z scaled like x."""
         crop = sample_rect(image, roi, MESH_INPUT_SIZE, border="replicate")
-        tensor = (crop / 255.0)[None].astype(np.float32)
+        tensor = (crop * np.float32(1.0 / 255.0))[None]
         raw_landmarks, presence_logit = self._mesh.run(None, {self._mesh_input: tensor})
         local = raw_landmarks.reshape(NUM_LANDMARKS, 3).astype(np.float64)
         x, y = roi.to_image(local[:, 0], local[:, 1], MESH_INPUT_SIZE)

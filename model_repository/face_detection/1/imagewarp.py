@@ -1,4 +1,4 @@
-"""Bilinear resampling of an image region onto a fixed-size tensor (numpy only).
+"""Bilinear resampling of an image region onto a fixed-size tensor.
 
 Mirrors what MediaPipe's ImageToTensorCalculator does with OpenCV: the corners of a
 (possibly rotated) source rectangle are mapped onto the corners of the output tensor and
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
-from PIL import Image
 
 BorderMode = Literal["zero", "replicate"]
 
@@ -39,10 +39,11 @@ class RotatedRect:
 def sample_rect(image: np.ndarray, rect: RotatedRect, out_size: int, border: BorderMode) -> np.ndarray:
     """Resample rect of an HxWxC uint8 image to float32 [out_size, out_size, C] in 0..255.
 
-    Runs as one affine warp in Pillow's C code (the numpy `bilinear` below is the
-    reference it is tested against); replicate borders are made by edge-padding first.
+    Runs as one OpenCV affine warp (`cv2.warpAffine`, bilinear, the inverse map from output
+    pixel to image pixel, replicate or zero borders), as MediaPipe itself does; the numpy
+    `bilinear` below is the reference it is tested against (tests/unit/test_imagewarp.py).
     """
-    height, width, channels = image.shape
+    channels = image.shape[2]
     if channels not in (1, 3):
         grid = np.arange(out_size, dtype=np.float32)
         u, v = np.meshgrid(grid, grid)
@@ -51,27 +52,17 @@ def sample_rect(image: np.ndarray, rect: RotatedRect, out_size: int, border: Bor
     cos_r, sin_r = float(np.cos(rect.rotation_rad)), float(np.sin(rect.rotation_rad))
     sx, sy = rect.width / out_size, rect.height / out_size
     # OpenCV-style map from output index (u, v) to image pixel centre (x, y).
-    a, b = sx * cos_r, -sy * sin_r
-    c = rect.center_x - rect.width / 2 * cos_r + rect.height / 2 * sin_r
-    d, e = sx * sin_r, sy * cos_r
-    f = rect.center_y - rect.width / 2 * sin_r - rect.height / 2 * cos_r
-    pad = 0
-    if border == "replicate":
-        corners_x = [c, a * out_size + c, b * out_size + c, a * out_size + b * out_size + c]
-        corners_y = [f, d * out_size + f, e * out_size + f, d * out_size + e * out_size + f]
-        overflow = max(0.0, -min(corners_x), -min(corners_y),
-                       max(corners_x) - (width - 1), max(corners_y) - (height - 1))
-        pad = int(np.ceil(overflow)) + 2 if overflow > 0 else 0
-        if pad:
-            image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    source = Image.fromarray(image[..., 0] if channels == 1 else image)
-    # Pillow samples at (coefficients . (X + 0.5, Y + 0.5)) with pixel centres at +0.5.
-    coefficients = (a, b, c + pad - 0.5 * a - 0.5 * b + 0.5,
-                    d, e, f + pad - 0.5 * d - 0.5 * e + 0.5)
-    warped = source.transform((out_size, out_size), Image.Transform.AFFINE, coefficients,
-                              resample=Image.Resampling.BILINEAR, fillcolor=0)
+    inverse = np.array([
+        [sx * cos_r, -sy * sin_r, rect.center_x - rect.width / 2 * cos_r + rect.height / 2 * sin_r],
+        [sx * sin_r, sy * cos_r, rect.center_y - rect.width / 2 * sin_r - rect.height / 2 * cos_r],
+    ])
+    warped = cv2.warpAffine(
+        np.ascontiguousarray(image), inverse, (out_size, out_size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+    )
     out = np.asarray(warped, dtype=np.float32)
-    return out[..., None] if channels == 1 else out
+    return out.reshape(out_size, out_size, channels)
 
 
 def bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray, border: BorderMode) -> np.ndarray:
