@@ -28,7 +28,7 @@ from mouthcues.pipeline import (  # noqa: E402
 )
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.words import SEARCH_PARAMETERS, RecognizerSettings, settings_from_parameters  # noqa: E402
-from preprocess.audio import loudness_gain  # noqa: E402
+from preprocess.audio import decode_audio, loudness_gain, normalise_loudness  # noqa: E402
 from tests.media import media_file
 
 SAMPLE_RATE_HZ = 16_000
@@ -246,6 +246,17 @@ def test_english_is_word_aligned_and_mandarin_falls_back_to_allphone(decoder: Ph
     decoding = decoder.decode_pieces(mandarin, [0, analyse_audio(mandarin).n_frames], analyse_audio(mandarin).activity)
     assert decoding.aligned_spans_s == ()
     assert sum(s.phone not in {"SIL", "+NSN+", "+SPN+"} for s in decoding.segments) > 30
+
+
+def test_speech_from_the_very_first_sample_keeps_its_first_phone(decoder: PhoneRecognizer) -> None:
+    # talk_a says "my biggest weakness..." from its first sample: without a silent lead-in the
+    # recogniser heard "i'm biggest" and left the first frames open where the lips are shut.
+    speech = normalise_loudness(decode_audio(media_file("talk_a.mp4"), SAMPLE_RATE_HZ, 600))
+    features = extract_mouth_features(speech, 25.0, decoder)
+    first = next(s for s in features.phones if s.phone != "SIL")
+    assert first.phone == "M" and first.start_s == 0.0, first
+    assert (features.mouth_params[:2, CLOSURE] > 0.9).all()
+    assert min(s.start_s for s in features.phones) >= 0.0  # nothing placed in the lead-in
 
 
 @pytest.mark.parametrize("fps", [25.0, 30.0, 10.0])

@@ -26,6 +26,11 @@ NON_WORDS = ("<s>", "</s>", "<sil>", "[", "+")  # sentence marks, silence, fille
 # silence lets the search end in </s> (otherwise the lattice can lack its final node and
 # the whole piece comes back without words).
 TAIL_SILENCE_S = 0.3
+# Likewise a little leading silence lets it start in <s>: speech from the very first sample
+# otherwise loses its first phone (talk_a's "my biggest..." was heard as "I'm biggest...",
+# its first /m/ open), and the 13 English clips of the search's measurement lose words.
+HEAD_SILENCE_S = 0.1
+HEAD_FRAMES = round(HEAD_SILENCE_S * FRAME_RATE_HZ)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class WordAligner:
         if audio.shape[0] < MIN_PIECE_S * SAMPLE_RATE_HZ:
             return AlignedPiece((), 0.0, 0.0, ())
         piece_end_s = offset_s + audio.shape[0] / SAMPLE_RATE_HZ
-        pcm = to_pcm16(np.concatenate([audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE_HZ), np.float32)]))
+        head = np.zeros(HEAD_FRAMES * SAMPLE_RATE_HZ // FRAME_RATE_HZ, np.float32)
+        pcm = to_pcm16(np.concatenate([head, audio, np.zeros(int(TAIL_SILENCE_S * SAMPLE_RATE_HZ), np.float32)]))
         fresh_start(self._decoder)
         self._decode(pcm)
         words = self._current_words()
@@ -142,15 +148,13 @@ class WordAligner:
         try:
             self._decode(pcm)
             alignment = self._decoder.get_alignment()
+            # Frames counted from the piece's start (the padding's are dropped or cut off).
+            spans = ((phone.name, max(phone.start - HEAD_FRAMES, 0), phone.start + phone.duration - HEAD_FRAMES)
+                     for word in (alignment or ()) for phone in word)
             phones = tuple(
-                PhoneSegment(
-                    phone.name,
-                    offset_s + phone.start / FRAME_RATE_HZ,
-                    min(offset_s + (phone.start + phone.duration) / FRAME_RATE_HZ, piece_end_s),
-                )
-                for word in (alignment or ())
-                for phone in word
-                if phone.duration > 0 and offset_s + phone.start / FRAME_RATE_HZ < piece_end_s
+                PhoneSegment(name, offset_s + start / FRAME_RATE_HZ, min(offset_s + end / FRAME_RATE_HZ, piece_end_s))
+                for name, start, end in spans
+                if end > start and offset_s + start / FRAME_RATE_HZ < piece_end_s
             )
         finally:
             self._decoder.activate_search()  # back to the LM search for the next piece
@@ -162,8 +166,9 @@ class WordAligner:
         self._decoder.end_utt()
 
     def _current_words(self) -> tuple[RecognisedWord, ...]:
-        return tuple(
-            RecognisedWord(seg.word.split("(")[0], seg.start_frame, seg.end_frame + 1, float(seg.prob))
+        return tuple(  # frames counted from the piece's start, not the padding's
+            RecognisedWord(seg.word.split("(")[0], max(seg.start_frame - HEAD_FRAMES, 0),
+                           max(seg.end_frame + 1 - HEAD_FRAMES, 0), float(seg.prob))
             for seg in self._decoder.seg() or ()  # None when the search found no path
             if not seg.word.startswith(NON_WORDS)
         )
