@@ -135,5 +135,9 @@ def test_voices_list_speaks_in_sequence_left_to_right(mesh: Mesh, media: MediaSe
     right_first = frames[:half, :, width // 2 :].std(axis=0).mean()
     left_second = frames[half:, :, : width // 2].std(axis=0).mean()
     right_second = frames[half:, :, width // 2 :].std(axis=0).mean()
-    # Each person moves more (mouth and all) in their own turn than while listening.
-    assert left_first > left_second and right_second > right_first
+    # The left person has the larger share of the motion (mouth and all) in the first half, the
+    # right one in the second. Compared as shares: a listener's idle motion (random without a
+    # seed) can outdo the same person's speaking turn in absolute terms (1 seed in 8 did:
+    # 4.27 listening, 3.62 speaking), never the turn's order (ratios 0.59-1.05 against
+    # 0.14-0.48 over seeds 1-8).
+    assert left_first / right_first > 1.3 * (left_second / right_second)
