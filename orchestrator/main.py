@@ -411,7 +411,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
     orchestrator = Orchestrator(settings, bus, resources, webhooks)
     orchestrator.scratch_root = claim_scratch_root(settings.scratch_root)
     await probing.start_probe_worker()
-    resources.decoders.refill(settings.decoder_max_memory_bytes)  # the first dub's decoder, warm
+    resources.spare_decoder.refill(settings.decoder_max_memory_bytes)  # the first dub's decoder, warm
     tasks = [asyncio.create_task(orchestrator.consume(stop)), asyncio.create_task(webhooks.run(js, stop)),
              asyncio.create_task(sweep_periodically(storage, settings.file_retention_s,
                                                     settings.file_sweep_interval_s, stop))]
@@ -428,7 +428,7 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
             await task
     await stages.close()
     await probing.close_probe_worker()
-    resources.decoders.close()
+    resources.spare_decoder.close()
     shutil.rmtree(orchestrator.scratch_root, ignore_errors=True)
     # Every publish was awaited already; draining the connection would wait on the pull
     # subscription (and hang while NATS is away), so it is closed, with a bound.

@@ -93,7 +93,7 @@ class JobResources:
     # Instances per stage model, as Triton's model configuration says (read at start-up).
     stage_instances: Mapping[str, int] = field(default_factory=dict)
     # The video decoder child the next dub takes, started while no dub runs.
-    decoders: SpareDecoder = field(default_factory=SpareDecoder)
+    spare_decoder: SpareDecoder = field(default_factory=SpareDecoder)
 
 
 @dataclass
@@ -134,8 +134,8 @@ async def run_job(request: lipsync_pb2.JobRequest, reporter: JobReporter, res: J
         # when this job is done.
         decoder = None
         if request.model == Model.VIDEO:
-            cleanup.callback(res.decoders.refill, settings.decoder_max_memory_bytes)
-            decoder = cleanup.enter_context(res.decoders.take(settings.decoder_max_memory_bytes))
+            cleanup.callback(res.spare_decoder.refill, settings.decoder_max_memory_bytes)
+            decoder = cleanup.enter_context(res.spare_decoder.take(settings.decoder_max_memory_bytes))
 
         # 1. Download every input into the job's scratch directory (SSRF-safe, size-capped).
         await reporter.stage("download", PROGRESS["download"])
