@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -25,6 +26,12 @@ from preprocess.errors import MediaError
 from proto.vocabulary import ErrorCode
 
 PIPE_BYTES = 1024 * 1024
+# A video frame scaled to at least this share of its size (each side) is converted to RGB at
+# its own size and scaled by OpenCV's bicubic, at a third to a half of libswscale's CPU for
+# a bicubic scale with conversion (talk_a's 700 px frames: 1.3 against 2.2 ms to 480 px,
+# 1.6 against 3.8 ms to 720 px), and as close to a Lanczos reference. Stronger reductions
+# stay with libswscale, whose bicubic widens with the ratio and so does not alias.
+MILD_SCALE = 0.6
 
 
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -90,9 +97,7 @@ def iter_video_frames(
                 # Scale in libswscale before rotating: far cheaper than resizing in Python.
                 quarter_turn = (int(round(rotation_deg / 90)) % 2) == 1
                 width, height = (size[1], size[0]) if quarter_turn else size
-                rgb = frame.to_ndarray(format="rgb24", width=width, height=height,
-                                       interpolation="BICUBIC")
-                current = _rotate(rgb, rotation_deg)
+                current = _rotate(_frame_rgb(frame, width, height), rotation_deg)
                 while last is not None and next_index / fps < t - 0.5 / fps:
                     yield last
                     next_index += 1
@@ -102,6 +107,15 @@ def iter_video_frames(
                 last = current
     except av.error.FFmpegError as exc:
         raise MediaError(ErrorCode.UNSUPPORTED_MEDIA, f"The video could not be decoded: {exc}") from exc
+
+
+def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """One decoded frame as RGB uint8 [height, width, 3], bicubic-scaled."""
+    if (frame.width, frame.height) == (width, height):
+        return frame.to_ndarray(format="rgb24")
+    if min(width / frame.width, height / frame.height) >= MILD_SCALE:
+        return cv2.resize(frame.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_CUBIC)
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
 
 
 class VideoDecoder:
@@ -254,6 +268,7 @@ def _decode_to_stdout(max_memory_bytes: int = 0) -> int:
     to the parent on a private copy of stdout (C libraries that print to stdout would corrupt
     the stream, so fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
     _limit_memory(max_memory_bytes)
+    cv2.setNumThreads(1)  # one frame at a time: no pool of threads (and their stacks) under the cap
     frames_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     line = sys.stdin.readline()

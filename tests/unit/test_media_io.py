@@ -7,6 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from postprocess.blend import paste_crop
 from postprocess.encode import AUDIO_RATE_HZ, Mp4Writer
@@ -68,6 +69,24 @@ def test_video_frames_come_at_the_asked_rate_and_size() -> None:
     frames = list(iter_video_frames(media_file("talk_b.mp4"), 12.5, (480, 480)))
     assert abs(len(frames) - 5.0 * 12.5) <= 2
     assert frames[0].shape == (480, 480, 3)
+
+
+@pytest.mark.parametrize("size", [(700, 700), (480, 480), (720, 720), (320, 320), (200, 200)])
+def test_video_frames_are_scaled_like_a_lanczos_reference_of_the_frame(size: tuple[int, int]) -> None:
+    """Each scale (none, mild down and up by OpenCV, strong down by libswscale) gives the frame
+    a lanczos resize of its own-size RGB gives, to within a level or two, with its sharpness."""
+    first = next(iter_video_frames(media_file("talk_a.mp4"), 22.13, size))
+    with av.open(str(media_file("talk_a.mp4"))) as container:
+        native = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    reference = np.asarray(Image.fromarray(native).resize(size, Image.Resampling.LANCZOS), np.float32)
+    assert first.shape == (size[1], size[0], 3)
+    assert np.abs(first.astype(np.float32) - reference).mean() < 1.5
+
+    def sharpness(rgb: np.ndarray) -> float:
+        grey = rgb.astype(np.float32).mean(2)
+        return float(np.var(grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]))
+
+    assert 0.8 < sharpness(first) / sharpness(reference) < 1.3
 
 
 def test_frame_store_gives_back_each_frame_by_index(tmp_path: Path) -> None:
