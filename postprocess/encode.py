@@ -51,6 +51,10 @@ class Mp4Writer:
         self._audio_stream = self._container.add_stream("aac", rate=AUDIO_RATE_HZ)
         self._audio_stream.layout = "mono"
         self._audio_stream.bit_rate = 128_000
+        # The constant-quantiser coder: half the CPU of the default two-loop search (6 s of
+        # speech: 0.05 against 0.12 s here), with the same size and the same SNR (17 dB) on
+        # speech_en_1 at this rate.
+        self._audio_stream.options = {"aac_coder": "fast"}
 
     def write(self, rgb: np.ndarray) -> None:
         # OpenCV's RGB -> I420 is BT.601 limited range like swscale's default (within one
