@@ -28,6 +28,7 @@ from nats.js.kv import KeyValue
 
 from orchestrator.batches import abandon
 from orchestrator.billing import BillingUnavailable, NatsBilling
+from orchestrator.dubbing.speech_cache import SpeechCache
 from orchestrator.fetch import HttpFetcher, StorageShortcutFetcher
 from orchestrator.jobobject import job_body
 from orchestrator.pipeline import JobCanceled, JobResources, JobResult, run_job
@@ -402,7 +403,8 @@ async def serve(settings: OrchestratorSettings, stop: asyncio.Event) -> None:
                                      HttpFetcher(allow_private=settings.allow_private_urls),
                                      signing_key=settings.secret_key_bytes)
     resources = JobResources(settings=settings, stages=stages, fetcher=fetcher, storage=storage,
-                             billing=NatsBilling(nc), stage_instances=instances)
+                             billing=NatsBilling(nc), stage_instances=instances,
+                             speech_cache=SpeechCache(settings.dub_speech_cache_entries, settings.dub_speech_cache_ttl_s))
     webhooks = WebhookDispatcher(
         sender=HttpWebhookSender(allow_private=settings.allow_private_urls, timeout_s=settings.webhook_timeout_s),
         schedule=RetrySchedule(delays_s=tuple(settings.webhook_delays_s)),

@@ -29,6 +29,7 @@ from orchestrator.dubbing import (
     track_video,
 )
 from orchestrator.dubbing.articulation import fit_speaker, source_speech, speaker_targets
+from orchestrator.dubbing.speech_cache import SpeechCache
 from orchestrator.faces import MAX_FACES, scale_face, select_faces
 from orchestrator.fetch import Fetcher, FetchError, MediaKind
 from orchestrator.motion import plan_motion
@@ -94,6 +95,8 @@ class JobResources:
     stage_instances: Mapping[str, int] = field(default_factory=dict)
     # The video decoder child the next dub takes, started while no dub runs.
     spare_decoder: SpareDecoder = field(default_factory=SpareDecoder)
+    # Source videos' own speech, analysed once per account (`settings.dub_speech_cache_*`).
+    speech_cache: SpeechCache = field(default_factory=lambda: SpeechCache(0, 0.0))
 
 
 @dataclass
@@ -222,11 +225,13 @@ async def _speech(res: JobResources, voice: np.ndarray, fps: float, split: bool 
 
 
 async def _dub_speeches(res: JobResources, voice: Voice, video: Path, seconds: float, fps: float,
-                        own_speech: bool) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+                        own_speech: bool, account_id: str,
+                        ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
     """The new speech's mouth tracks, and (when asked and the video has a soundtrack) those of
     the source's own speech over its first `seconds` (at most the setting
     dub_speaker_fit_max_s), both from the audio_features stage, side by side. A video dubbed
-    with its own soundtrack is analysed once."""
+    with its own soundtrack is analysed once; one this account dubbed before, not again
+    (`SpeechCache`)."""
     if not own_speech:
         return await _speech(res, voice.features, fps, split=False), None
     own = await asyncio.to_thread(source_speech, video, min(seconds, res.settings.dub_speaker_fit_max_s))
@@ -235,7 +240,13 @@ async def _dub_speeches(res: JobResources, voice: Voice, video: Path, seconds: f
     if own.size <= voice.features.size and np.allclose(own, voice.features[: own.size], atol=1e-4):
         new = await _speech(res, voice.features, fps, split=False)
         return new, new
+    key = SpeechCache.key(account_id, own, fps)
+    cached = res.speech_cache.get(key)
+    if cached is not None:
+        log.info("dub: the video's own speech was analysed before; its mouth tracks are reused")
+        return await _speech(res, voice.features, fps, split=False), cached
     new, mine = await asyncio.gather(_speech(res, voice.features, fps, split=False), _speech(res, own, fps, split=False))
+    res.speech_cache.put(key, mine)
     return new, mine
 
 
@@ -401,7 +412,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
         #    follows speech (orchestrator/dubbing/articulation.py).
         own_speech = settings.dub_speaker_fit and info.has_audio
         async with _background(_dub_speeches(res, voice, files["video"], tracked_frames / fps, fps,
-                                             own_speech)) as speech:
+                                             own_speech, request.account_id)) as speech:
             source = await track_video(
                 decoder.frames(files["video"], fps, size, info.rotation_deg), tracked_frames,
                 scratch / "frames.rgb", size, res.stages, _load_mask(files, size, settings), on_frame)

@@ -97,6 +97,11 @@ class OrchestratorSettings(StorageSettings):
     # ridge over a dozen inputs is settled well within 30 s, and each second more costs the
     # stage's full analysis (~0.13 core-s a second of speech on this 2-core CPU) on long dubs.
     dub_speaker_fit_max_s: float = Field(default=30.0, ge=2.0)
+    # That analysis is kept for the same account's next dub of the same video (another
+    # language, another script): at most this many videos (a 30 s soundtrack's tracks are
+    # ~30 KB; 0 keeps none), each for at most this long (orchestrator/dubbing/speech_cache.py).
+    dub_speech_cache_entries: int = Field(default=256, ge=0)
+    dub_speech_cache_ttl_s: float = Field(default=3600.0, gt=0.0)
 
     # Webhook retry schedule in seconds (Standard Webhooks' guidance spans more than a day).
     webhook_schedule_s: str = ",".join(f"{s:g}" for s in DEFAULT_DELAYS_S)

@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.bench import triton_stats
 from tests.e2e.media_checks import decode_frames, inspect_mp4, webhook_signature_ok
 from tests.e2e.mesh import Mesh
 from tests.servers import MediaServer, WebhookReceiver
@@ -141,3 +142,20 @@ def test_voices_list_speaks_in_sequence_left_to_right(mesh: Mesh, media: MediaSe
     # 4.27 listening, 3.62 speaking), never the turn's order (ratios 0.59-1.05 against
     # 0.14-0.48 over seeds 1-8).
     assert left_first / right_first > 1.3 * (left_second / right_second)
+
+
+def test_a_video_dubbed_again_has_its_own_speech_analysed_once(mesh: Mesh, media: MediaServer) -> None:
+    """The second dub of the same video by the same account sends only the new speech to
+    audio_features (Triton's own request count), and makes the same video as the first."""
+    triton_url = f"http://127.0.0.1:{mesh.env['LIPSYNCD_TRITON_HTTP_PORT']}"
+    form = {"video_url": f"{media.url}/talk_b.mp4", "audio_url": f"{media.url}/speech_en_1.wav",
+            "sync_mode": "cut_off"}
+    requests, videos = [], []
+    for _ in range(2):
+        before = triton_stats.read_stats(triton_url)
+        job = mesh.wait_job(_submit(mesh, "lipsync-video", form))
+        assert job["status"] == "completed", job
+        requests.append(triton_stats.difference(before, triton_stats.read_stats(triton_url))["audio_features"].requests)
+        videos.append(decode_frames(_download(str(job["output"])), every=10))
+    assert requests[0] in (1, 2) and requests[1] == 1  # the first may follow another test's dub of talk_b
+    assert len(videos[0]) == len(videos[1]) and all(np.array_equal(a, b) for a, b in zip(*videos))

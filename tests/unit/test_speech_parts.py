@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from orchestrator.dubbing.speech_cache import SpeechCache
 from orchestrator.pipeline import Voice, _dub_speeches, _speech
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.stages import AudioFeatures
@@ -55,10 +56,36 @@ def test_the_speaker_fit_analyses_at_most_its_setting_of_the_source(tracked_s: f
                                                                     expected_s: float) -> None:
     stage = RecordingStage()
     res = SimpleNamespace(stages=stage, settings=OrchestratorSettings(dub_speaker_fit_max_s=fit_max_s),
-                          stage_instances={"audio_features": 2})
+                          stage_instances={"audio_features": 2}, speech_cache=SpeechCache(0, 3600.0))
     rng = np.random.default_rng(0)
     voice = Voice(features=rng.normal(0, 0.1, 8 * FEATURE_RATE_HZ).astype(np.float32), write_output=lambda _: 0)
     new, own = asyncio.run(_dub_speeches(res, voice, media_file("talk_a.mp4"), tracked_s, 25.0,  # type: ignore[arg-type]
-                                         own_speech=True))
+                                         own_speech=True, account_id="acct_1"))
     assert own is not None
     assert sorted(stage.sizes) == sorted([voice.features.size, int(expected_s * FEATURE_RATE_HZ)])
+
+
+def test_a_video_the_account_dubbed_before_has_its_own_speech_analysed_once() -> None:
+    stage = RecordingStage()
+    res = SimpleNamespace(stages=stage, settings=OrchestratorSettings(), stage_instances={"audio_features": 2},
+                          speech_cache=SpeechCache(8, 3600.0))
+    rng = np.random.default_rng(0)
+    voice = Voice(features=rng.normal(0, 0.1, 8 * FEATURE_RATE_HZ).astype(np.float32), write_output=lambda _: 0)
+    own_size = int(5.0 * FEATURE_RATE_HZ)
+
+    def dub(account: str, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray] | None:
+        stage.sizes.clear()
+        _, own = asyncio.run(_dub_speeches(res, voice, media_file("talk_a.mp4"), 5.0, fps,  # type: ignore[arg-type]
+                                           own_speech=True, account_id=account))
+        return own
+
+    first = dub("acct_1")
+    assert sorted(stage.sizes) == sorted([voice.features.size, own_size])
+    again = dub("acct_1")
+    assert stage.sizes == [voice.features.size]  # only the new speech
+    assert first is not None and again is not None
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    dub("acct_2")  # another account's dub of the same video is analysed afresh
+    assert sorted(stage.sizes) == sorted([voice.features.size, own_size])
+    dub("acct_1", fps=30.0)  # and so is another frame rate
+    assert sorted(stage.sizes) == sorted([voice.features.size, own_size])
