@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -114,6 +113,9 @@ def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     if (frame.width, frame.height) == (width, height):
         return frame.to_ndarray(format="rgb24")
     if width >= frame.width and height >= frame.height:
+        import cv2  # noqa: PLC0415 - only for enlargements: the decoder child of a reduction stays ~30 MiB smaller
+
+        cv2.setNumThreads(1)  # one frame at a time (as the orchestrator composes): no pool of threads
         return cv2.resize(frame.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_CUBIC)
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
 
@@ -268,7 +270,6 @@ def _decode_to_stdout(max_memory_bytes: int = 0) -> int:
     to the parent on a private copy of stdout (C libraries that print to stdout would corrupt
     the stream, so fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
     _limit_memory(max_memory_bytes)
-    cv2.setNumThreads(1)  # one frame at a time: no pool of threads (and their stacks) under the cap
     frames_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     line = sys.stdin.readline()
