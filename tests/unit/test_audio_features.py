@@ -282,12 +282,11 @@ def test_bilabials_heard_in_silence_do_not_close_the_lips() -> None:
 
 
 @pytest.mark.parametrize("fps", [25.0, 29.97])
-def test_parts_cut_in_a_pause_and_concatenate_to_the_whole(decoder: PhoneRecognizer, english: MouthFeatures,
-                                                           fps: float) -> None:
-    audio = load_speech("speech_en_1.wav")
-    whole = english if fps == 25.0 else extract_mouth_features(audio, fps, decoder)
+def test_parts_cut_in_a_pause_and_concatenate_to_the_whole(decoder: PhoneRecognizer, fps: float) -> None:
+    audio = decode_audio(media_file("talk_a.mp4"), SAMPLE_RATE_HZ, 60.0)  # a 0.44 s pause at 2.4-2.8 s
+    whole = extract_mouth_features(audio, fps, decoder)
     parts = [extract_mouth_features(audio, fps, decoder, part=i, parts=2) for i in range(2)]
-    assert all(p.mouth_params.shape[0] > 0 for p in parts)  # this clip has a pause near its middle
+    assert all(p.mouth_params.shape[0] > 0 for p in parts)
     joined = np.concatenate([p.mouth_params for p in parts])
     assert joined.shape == whole.mouth_params.shape
     # loudness and voice activity are measured on the whole audio, so they agree exactly
@@ -298,6 +297,22 @@ def test_parts_cut_in_a_pause_and_concatenate_to_the_whole(decoder: PhoneRecogni
     acoustic = analyse_audio(audio)
     bound = split_points(acoustic, 2)[1]
     assert acoustic.energy[bound] <= 0.1
+
+
+@pytest.mark.parametrize(("gap_s", "cut"), [(0.06, False), (0.12, False), (0.3, True)])
+def test_parts_are_cut_in_pauses_not_in_the_silence_of_a_stop(gap_s: float, cut: bool) -> None:
+    """A stop's closure (or a gap between words) is silent for 20-90 ms; a pause between
+    phrases lasts longer: only the pause may bound a part."""
+    t = np.arange(2 * SAMPLE_RATE_HZ) / SAMPLE_RATE_HZ
+    hum = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    silence = np.zeros(SAMPLE_RATE_HZ // 2, np.float32)  # the recording's own silence floor
+    audio = np.concatenate([silence, hum, np.zeros(int(gap_s * SAMPLE_RATE_HZ), np.float32), hum, silence])
+    acoustic = analyse_audio(audio)
+    bound = split_points(acoustic, 2)[1]
+    if cut:
+        assert 2.5 <= bound / 100 <= 2.5 + gap_s and acoustic.energy[bound] <= 0.1
+    else:
+        assert bound == 0  # no part boundary: the second part takes everything
 
 
 def test_sound_without_a_pause_near_the_middle_is_not_cut(decoder: PhoneRecognizer) -> None:
