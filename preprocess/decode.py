@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -113,11 +115,19 @@ def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     if (frame.width, frame.height) == (width, height):
         return frame.to_ndarray(format="rgb24")
     if width >= frame.width and height >= frame.height:
-        import cv2  # noqa: PLC0415 - only for enlargements: the decoder child of a reduction stays ~30 MiB smaller
-
-        cv2.setNumThreads(1)  # one frame at a time (as the orchestrator composes): no pool of threads
+        cv2 = _opencv()
         return cv2.resize(frame.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_CUBIC)
     return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+
+
+@functools.cache
+def _opencv() -> Any:
+    """OpenCV, imported on the first enlargement (a reducing decoder child stays ~30 MiB
+    smaller without it) and set once to one thread: frames are scaled one at a time."""
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(1)
+    return cv2
 
 
 class VideoDecoder:
