@@ -87,11 +87,10 @@ class OrchestratorSettings(StorageSettings):
     # side by its instances (model_repository/audio_features/config.pbtxt); speech of 34-120 s
     # always goes in two parts, cut where the stage cuts its decode pieces anyway. Off (1) by
     # default: two parts cut the analysis wait by a third but may cost some lip-sync accuracy,
-    # because the recogniser hears less of the words around the cut. A part is only ever cut
-    # in a pause of 0.15 s or more (`mouthcues.pipeline.split_points`), so of `make eval`'s
-    # portraits only two are cut: talk_a's speech (real-mouth correlation 0.53 -> 0.50, AUC
-    # 1.00 as whole) and the Mandarin clip (AUC 0.82 -> 0.78); cut in any quiet 20-90 ms (a
-    # stop's closure), the 5 s painting portrait's AUC fell from 1.00 to 0.87.
+    # because the recogniser hears less of the words around the cut. Parts are cut only in
+    # pauses of 0.15 s or more (`mouthcues.pipeline.split_points`): of `make eval`'s portraits
+    # two are cut (real-mouth correlation 0.53 -> 0.50 for talk_a's speech, Mandarin AUC
+    # 0.82 -> 0.78), the English AUCs unchanged.
     speech_parts: int = 1
     # A dub learns how this speaker's mouth follows speech from the source video's own
     # soundtrack (a second audio_features pass, beside tracking): orchestrator/dubbing/articulation.py.
