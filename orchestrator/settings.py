@@ -97,7 +97,7 @@ class OrchestratorSettings(StorageSettings):
     dub_speaker_fit: bool = True
     # At most this much of the source's soundtrack (from its start) is analysed for that map: a
     # ridge over a dozen inputs is settled well within 30 s, and each second more costs the
-    # stage's full analysis (~0.13 core-s a second of speech on this 2-core CPU) on long dubs.
+    # stage's full analysis (0.13-0.2 core-s a second of speech on the 2-core machines here) on long dubs.
     dub_speaker_fit_max_s: float = Field(default=30.0, ge=2.0)
     # That analysis is kept for the same account's next dub of the same video (another
     # language, another script): at most this many videos (a 30 s soundtrack's tracks are
