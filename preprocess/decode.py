@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import io
 import json
 import os
@@ -16,10 +15,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import av
+import cv2
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image, ImageOps
 
 from preprocess.containers import open_input
@@ -105,29 +105,22 @@ def iter_video_frames(
 
 
 def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """One decoded frame as RGB uint8 [height, width, 3], bicubic-scaled. A frame made larger
-    is converted at its own size and enlarged by OpenCV's bicubic, at under half libswscale's
-    CPU for a bicubic scale with conversion (talk_a's 700 px frames to 720 px: 1.6 against
-    3.8 ms; a 6 s dub's frames 0.5 against 1.2 core-s) and closer to a Lanczos reference. A
-    smaller one stays with libswscale, whose bicubic widens with the reduction. OpenCV's does
-    not; with it, talk_a's own-speech dub at 480p followed the real mouth less in `make eval`
+    """One decoded frame as RGB uint8 [height, width, 3] (width and height even). libswscale
+    scales it as 4:2:0 YUV with its bicubic, which widens with a reduction (no aliasing) and
+    runs in SIMD, and brings any format, matrix (BT.709 video) or range (full-range JPEG
+    YUV) to BT.601 limited range on the way; OpenCV then converts that with the exact matrix,
+    which `postprocess.encode.i420_planes` inverts, so an untouched pixel leaves a dub as it
+    came in. libswscale's own RGB output is about a level dark. One scaling thread: its
+    automatic threads cost more than they save beside the decoder's. talk_a's 136 frames
+    cost the decoder child 0.26 core-s at 480 px and 0.43 at 720 px this way, against 0.57
+    for either with libswscale's RGB (and OpenCV's bicubic enlarging to 720 px). Scaling
+    before conversion keeps a reduction's prefilter: OpenCV's bicubic on RGB has none, and
+    with it talk_a's own-speech dub at 480p followed the real mouth less in `make eval`
     (correlation 0.47 against 0.61)."""
-    if (frame.width, frame.height) == (width, height):
-        return frame.to_ndarray(format="rgb24")
-    if width >= frame.width and height >= frame.height:
-        cv2 = _opencv()
-        return cv2.resize(frame.to_ndarray(format="rgb24"), (width, height), interpolation=cv2.INTER_CUBIC)
-    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
-
-
-@functools.cache
-def _opencv() -> Any:
-    """OpenCV, imported on the first enlargement (a reducing decoder child stays ~30 MiB
-    smaller without it) and set once to one thread: frames are scaled one at a time."""
-    import cv2  # noqa: PLC0415
-
-    cv2.setNumThreads(1)
-    return cv2
+    planes = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC",
+                            src_color_range=frame.color_range or None,
+                            dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG, threads=1)
+    return np.asarray(cv2.cvtColor(planes.to_ndarray(), cv2.COLOR_YUV2RGB_I420), np.uint8)
 
 
 class VideoDecoder:
@@ -207,7 +200,7 @@ class VideoDecoder:
 
 class SpareDecoder:
     """One `VideoDecoder` child started ahead of the next dub, while the orchestrator waits for
-    work: a dub then takes a child whose Python and PyAV start-up (about 0.3 s of CPU) is
+    work: a dub then takes a child whose Python, PyAV and OpenCV start-up (about 0.3 s of CPU) is
     already done, instead of paying it while its own tracking and speech analysis keep the
     cores busy. Each child still serves one video and exits, under the memory cap it was
     started with; a spare left over when its parent dies reads end-of-file and exits."""
@@ -280,6 +273,7 @@ def _decode_to_stdout(max_memory_bytes: int = 0) -> int:
     to the parent on a private copy of stdout (C libraries that print to stdout would corrupt
     the stream, so fd 1 goes to stderr); a MediaError is reported as one JSON line on stderr."""
     _limit_memory(max_memory_bytes)
+    cv2.setNumThreads(1)  # frames are converted one at a time, beside the decoder's own threads
     frames_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     line = sys.stdin.readline()
