@@ -4,6 +4,9 @@ Read from the source with ast, so a lazy import inside a function counts too."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,15 @@ def test_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from orchestrator.fetch import x\n    import gateway.app\n")
     assert imported_packages(module) == {"orchestrator", "gateway"}
+
+
+def test_the_orchestrator_keeps_numpy_to_one_thread() -> None:
+    """Started however it is started, the orchestrator's BLAS runs in the calling thread: no
+    pool of spinning helper threads beside the stages (a started process, as `python -m
+    orchestrator.main` would be, with no thread settings in its environment)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    code = ("import os, orchestrator.main, numpy; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])")
+    answer = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert answer.stdout.split() == ["1", "1"]
