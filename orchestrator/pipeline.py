@@ -445,7 +445,7 @@ async def _dub_video(request: lipsync_pb2.JobRequest, reporter: JobReporter, res
                 await reporter.progress(_span("dub_render", "rendered", done / len(order)))
                 if await reporter.is_canceled():
                     raise JobCanceled()
-            await render_dub(source, order, params, writer, res.stages, settings.render_batch, on_batch,
+            await render_dub(source, order, params, writer, res.stages, settings.dub_render_batch, on_batch,
                              mouths.references, mouths.opening)
             await asyncio.to_thread(writer.close)  # the encoders' flush and faststart, off the loop
     return await _store(request, reporter, res, output, len(order) / fps, timer, quality)
