@@ -27,6 +27,7 @@ from mouthcues.acoustics import SAMPLE_RATE_HZ  # noqa: E402
 from mouthcues.pipeline import MouthFeatures, extract_mouth_features  # noqa: E402
 from mouthcues.recognition import PhoneRecognizer  # noqa: E402
 from mouthcues.words import settings_from_parameters  # noqa: E402
+from proto.stage_refusal import refusal  # noqa: E402
 
 log = logging.getLogger(__name__)
 _LIBC_NAME = ctypes.util.find_library("c")  # looked up once: it runs ldconfig
@@ -51,21 +52,21 @@ class TritonPythonModel:
         audio = np.asarray(pb_utils.get_input_tensor_by_name(request, "audio").as_numpy(), np.float32).reshape(-1)
         fps_values = pb_utils.get_input_tensor_by_name(request, "fps").as_numpy().reshape(-1)
         if fps_values.size != 1 or not np.isfinite(fps_values[0]) or fps_values[0] <= 0:
-            return _error(f"fps must be one positive number, got {fps_values.tolist()}")
+            return refusal(pb_utils, f"fps must be one positive number, got {fps_values.tolist()}")
         if audio.shape[0] > MAX_AUDIO_S * SAMPLE_RATE_HZ:
-            return _error(f"audio longer than {MAX_AUDIO_S:.0f} s")
+            return refusal(pb_utils, f"audio longer than {MAX_AUDIO_S:.0f} s")
         part = pb_utils.get_input_tensor_by_name(request, "part")
         index, count = (0, 1)
         if part is not None:
             values = part.as_numpy().reshape(-1)
             if values.size != 2:
-                return _error(f"part must be [index, count], got {values.tolist()}")
+                return refusal(pb_utils, f"part must be [index, count], got {values.tolist()}")
             index, count = int(values[0]), int(values[1])
         try:
             features = extract_mouth_features(audio, float(fps_values[0]), self._decoder, index, count)
         except ValueError as exc:
             log.warning("audio_features refused a request: %s", exc)
-            return _error(str(exc))
+            return refusal(pb_utils, str(exc))
         return _response(features)
 
     def finalize(self) -> None:
@@ -89,7 +90,3 @@ def _release_heap() -> None:
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
-
-def _error(message: str) -> Any:
-    # A refused request is the caller's error (the client raises StageRequestError, never retried).
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))

@@ -19,6 +19,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from proto.stage_refusal import refusal  # noqa: E402
+
 MODEL_DIR = Path(__file__).resolve().parent
 if str(MODEL_DIR) not in sys.path:
     sys.path.insert(0, str(MODEL_DIR))
@@ -55,8 +57,7 @@ class TritonPythonModel:
                 responses.append(self._execute_one(request))
             except ValueError as error:
                 logger.warning("face_detection rejected a request: %s", error)
-                bad_input = pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=bad_input))
+                responses.append(refusal(pb_utils, str(error)))
         return responses
 
     def _execute_one(self, request: Any) -> Any:

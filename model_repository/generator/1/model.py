@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from lipwarp.render import Renderer  # noqa: E402
+from proto.stage_refusal import refusal  # noqa: E402
 from transplant_batch import TransplantRenderer  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,14 @@ class TritonPythonModel:
         try:
             mouth = tensor("mouth_params")
             if mouth.shape[0] > MAX_FRAMES_PER_REQUEST:
-                return _error(f"at most {MAX_FRAMES_PER_REQUEST} frames per request, got {mouth.shape[0]}")
+                return refusal(pb_utils, f"at most {MAX_FRAMES_PER_REQUEST} frames per request, got {mouth.shape[0]}")
             reference = pb_utils.get_input_tensor_by_name(request, "reference")
             reference_landmarks = pb_utils.get_input_tensor_by_name(request, "reference_landmarks")
             opening = pb_utils.get_input_tensor_by_name(request, "reference_opening")
             if (reference is None) != (reference_landmarks is None):
-                return _error("reference and reference_landmarks must be sent together")
+                return refusal(pb_utils, "reference and reference_landmarks must be sent together")
             if opening is not None and reference is None:
-                return _error("reference_opening needs reference")
+                return refusal(pb_utils, "reference_opening needs reference")
             if reference is not None:
                 frames, masks = self._transplant.render(tensor("source"), tensor("source_landmarks"),
                                                         reference.as_numpy(), reference_landmarks.as_numpy(),
@@ -77,7 +78,7 @@ class TritonPythonModel:
                                                       tensor("motion"))
         except ValueError as exc:
             log.warning("generator refused a request: %s", exc)
-            return _error(str(exc))
+            return refusal(pb_utils, str(exc))
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("frames", frames),
             pb_utils.Tensor("mask", masks),
@@ -93,7 +94,3 @@ def _release_heap() -> None:
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
 
-
-def _error(message: str) -> Any:
-    # A refused request is the caller's error (the client raises StageRequestError, never retried).
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
