@@ -120,7 +120,12 @@ def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     planes = frame.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC",
                             src_color_range=frame.color_range or None,
                             dst_colorspace=Colorspace.ITU601, dst_color_range=ColorRange.MPEG, threads=1)
-    return np.asarray(cv2.cvtColor(planes.to_ndarray(), cv2.COLOR_YUV2RGB_I420), np.uint8)
+    try:
+        return np.asarray(cv2.cvtColor(planes.to_ndarray(), cv2.COLOR_YUV2RGB_I420), np.uint8)
+    except cv2.error as exc:
+        if exc.code == cv2.Error.StsNoMem:  # under the child's memory cap, as numpy's MemoryError
+            raise MemoryError(str(exc)) from exc
+        raise
 
 
 class VideoDecoder:
