@@ -113,7 +113,7 @@ def _frame_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     came in. libswscale's own RGB output is about a level dark. One scaling thread: its
     automatic threads cost more than they save beside the decoder's. talk_a's 136 frames
     cost the decoder child 0.26 core-s at 480 px and 0.43 at 720 px this way, against 0.57
-    for either with libswscale's RGB (and OpenCV's bicubic enlarging to 720 px). Scaling
+    when libswscale converts to RGB itself. Scaling
     before conversion keeps a reduction's prefilter: OpenCV's bicubic on RGB has none, and
     with it talk_a's own-speech dub at 480p followed the real mouth less in `make eval`
     (correlation 0.47 against 0.61)."""
