@@ -58,6 +58,11 @@ RESTART_WINDOW_S = 60.0
 # in job time measured.
 TRITON_MEMORY_FLAGS = ("--grpc-infer-allocation-pool-size=0",)
 MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
+# Triton's Python backend keeps each stub's tensors in /dev/shm files under a prefix; each
+# Triton of a mesh gets its own (TRITON_SHM_PREFIX + supervisor pid + "_" + n + "_"), so the
+# files a killed Triton leaves behind are removed with it (they are memory, not disk).
+SHM_DIR = Path("/dev/shm")
+TRITON_SHM_PREFIX = "lipsyncd-stub-"
 # Ctrl-C/SIGTERM: every child is gone within 10 s. Orchestrators and gateways are stopped
 # first (an orchestrator drains its running job, handing it back past its grace), then
 # Triton (killed: it keeps no state, and unloading its models takes seconds) and NATS,
@@ -171,13 +176,18 @@ class Mesh:
         self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, list[float]] = {}
+        self.shm_prefixes: dict[str, str] = {}  # child -> the /dev/shm prefix of its files
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.run_dir = home / "run"
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, shm_prefix: str = "") -> None:
+        """Start a child (and keep it running); `shm_prefix`: the child's /dev/shm files,
+        removed whenever it is gone."""
         self.specs[name] = (argv, env or self.env)
+        if shm_prefix:
+            self.shm_prefixes[name] = shm_prefix
         self._spawn(name)
 
     def _spawn(self, name: str) -> None:
@@ -206,6 +216,7 @@ class Mesh:
             self.restarts[name] = [*recent, now]
             print(f"lipsyncd: {name} exited with code {proc.returncode}; restarting", flush=True)
             _kill_group(proc.pid, signal.SIGKILL)  # orphaned grandchildren of the dead child
+            self._remove_shm(name)
             self._spawn(name)
 
     def stop(self) -> None:
@@ -228,8 +239,16 @@ class Mesh:
                 proc.kill()
             proc.wait()
         for name in self.children:
+            self._remove_shm(name)
             for pid_name in _pid_names(name):
                 (self.run_dir / f"{pid_name}.pid").unlink(missing_ok=True)
+
+    def _remove_shm(self, name: str) -> None:
+        """The /dev/shm files of a child that is gone (its process group killed): a mapping
+        its dying processes still hold stays valid, only the names go."""
+        prefix = self.shm_prefixes.get(name)
+        for path in SHM_DIR.glob(f"{prefix}*") if prefix else ():
+            path.unlink(missing_ok=True)
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -357,12 +376,14 @@ def main() -> None:
         triton_env.setdefault("OMP_NUM_THREADS", "1")
         triton_env = {**MALLOC_ENV, **triton_env}
         for n, (grpc, http, metrics) in enumerate(triton_ports, start=1):
+            shm_prefix = f"{TRITON_SHM_PREFIX}{os.getpid()}_{n}_"
             mesh.start(f"triton-{n}", [
                 str(tritonserver), f"--model-repository={ROOT / 'model_repository'}",
                 f"--backend-directory={backends}", "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
                 "--http-address=127.0.0.1", f"--http-port={http}",
                 "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
-                "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS], env=triton_env)
+                "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS,
+                f"--backend-config=python,shm-region-prefix-name={shm_prefix}"], env=triton_env, shm_prefix=shm_prefix)
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
         for n, (_, http, _) in enumerate(triton_ports, start=1):
             mesh.wait_for(f"tritonserver {n}", partial(_http_ok, f"http://127.0.0.1:{http}/v2/health/ready"))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
+from deploy.local.mesh import SHM_DIR, TRITON_SHM_PREFIX
 from tests.e2e.mesh import Mesh
 from tests.servers import MediaServer, WebhookReceiver
 
@@ -63,12 +65,24 @@ def test_killed_orchestrator_job_is_finished_once_by_the_next_one(
     assert all(d.json["status"] == "completed" for d in deliveries)
 
 
+def _stub_regions(mesh: Mesh, name: str) -> set[Path]:
+    """The /dev/shm files of a Triton's Python-backend stubs (named after the mesh supervisor,
+    the Triton's parent, and the Triton's number)."""
+    pid = int((mesh.home / "run" / f"{name}.pid").read_text())
+    supervisor = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return set(SHM_DIR.glob(f"{TRITON_SHM_PREFIX}{supervisor}_{name.rsplit('-', 1)[1]}_*"))
+
+
 def test_job_survives_a_triton_restart_mid_render(mesh: Mesh, media: MediaServer) -> None:
     job_id = _submit(mesh, media)
     _wait_stage(mesh, job_id, "render")
+    before = _stub_regions(mesh, "triton-1")
+    assert before  # one per stub at least
     _kill(mesh, "triton-1")
     job = mesh.wait_job(job_id, timeout_s=300)
     assert job["status"] == "completed", job
+    after = _stub_regions(mesh, "triton-1")  # the restarted server's
+    assert after and not before & after  # the killed server's stubs left nothing in /dev/shm
 
 
 def test_queued_job_survives_a_nats_restart(mesh: Mesh, media: MediaServer) -> None:

@@ -38,7 +38,7 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    from deploy.local.mesh import triton_paths  # noqa: PLC0415
+    from deploy.local.mesh import SHM_DIR, TRITON_SHM_PREFIX, triton_paths  # noqa: PLC0415
 
     tritonserver, backends = triton_paths()
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
@@ -46,11 +46,12 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = ":".join(filter(None, [sysconfig.get_config_var("LIBDIR"), env.get("LD_LIBRARY_PATH")]))
     env["LIPSYNCD_STAGE_PYTHONPATH"] = f"{sysconfig.get_paths()['purelib']}:{ROOT}"
+    shm_prefix = f"{TRITON_SHM_PREFIX}{os.getpid()}_0_"  # its stubs' /dev/shm files, removed after it
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(tritonserver), f"--model-repository={ROOT / 'model_repository'}", f"--backend-directory={backends}",
              f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
-             "--exit-timeout-secs=5"],
+             "--exit-timeout-secs=5", f"--backend-config=python,shm-region-prefix-name={shm_prefix}"],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     http_url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -67,6 +68,9 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        for path in SHM_DIR.glob(f"{shm_prefix}*"):
+            path.unlink(missing_ok=True)
 
 
 @pytest.fixture

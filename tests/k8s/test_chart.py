@@ -245,6 +245,34 @@ def test_triton_entry_writes_the_profile_kind_into_valid_model_configs(profile: 
         assert (target / model / "1" / "model.py").is_file()
 
 
+def test_triton_entry_clears_only_its_servers_regions_that_no_process_maps(tmp_path: Path) -> None:
+    """A restarted Triton container finds its killed predecessor's stub files in the pod's
+    /dev/shm: those go; a file a live process maps, or another prefix's, stays."""
+    import subprocess
+    import sys
+
+    from deploy.docker.triton_entry import clear_stale_regions, stub_region_prefix
+
+    command = pod_spec(find(render(profile_values("default")), "StatefulSet", "-triton"))["containers"][0]["command"]
+    prefix = stub_region_prefix(command[command.index("--") + 1:])
+    assert prefix.startswith("lipsyncd-")  # the chart names its own, apart from other servers on the host
+    stale, live = tmp_path / f"{prefix}dead", tmp_path / f"{prefix}live"
+    others = [tmp_path / "triton_python_backend_shm_region_1", tmp_path / "PostgreSQL.1"]
+    for path in (stale, live, *others):
+        path.write_bytes(b"\0" * 4096)
+    holder = subprocess.Popen([sys.executable, "-c", "import mmap, sys; f = open(sys.argv[1], 'r+b'); "
+                               "m = mmap.mmap(f.fileno(), 0); print('mapped', flush=True); sys.stdin.read()", str(live)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "mapped"
+        assert clear_stale_regions(tmp_path, prefix) == [stale.name]
+    finally:
+        holder.communicate("")
+    assert not stale.exists() and live.exists() and all(path.exists() for path in others)
+    assert clear_stale_regions(tmp_path, prefix) == [live.name]  # its process is gone
+    assert stub_region_prefix(["tritonserver", "--model-repository=/m"]) == "triton_python_backend_shm_region_"
+
+
 def test_the_in_chart_nats_has_one_user_per_component_with_the_topology_permissions() -> None:
     import json
 
