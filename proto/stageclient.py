@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ _CHANNEL_ARGS = [
 _REQUEST_ERROR_CODES = frozenset({"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"})
 SHARED_MIN_BYTES = 1024 * 1024  # tensors at least this large go through shared memory (when on)
 SHARED_PREFIX = "lipsyncd_"  # region names: SHARED_PREFIX + pid + "_" + a counter
+SHARED_DIR = Path("/dev/shm")  # where POSIX shared memory lives on Linux
 SHARED_ROUND_BYTES = 8 * 1024 * 1024  # regions are sized in steps of this
 SHARED_IDLE_REGIONS = 2  # idle regions a client keeps registered for its next requests (a 720p render batch: ~90 MB)
 _REGIONS = itertools.count()
@@ -252,20 +254,25 @@ class AsyncStageClient:
             return False
 
 
-async def _unregister_name(connection: Any, name: str, timeout_s: float) -> None:
+async def _unregister_name(connection: Any, name: str, timeout_s: float) -> bool:
     """Unregister a region; a server that cannot (gone, or restarted and no longer has it) is
-    logged, not raised: the region is freed on this side either way."""
+    logged, not raised: the region is freed on this side either way. False when the server
+    still uses it (a request abandoned mid-way that it has not finished): then it is to be
+    asked again later, or it keeps the region mapped for as long as it runs."""
     try:
         await connection.unregister_system_shared_memory(name, client_timeout=timeout_s)
     except InferenceServerException as exc:
+        if "in use" in str(exc.message() or ""):
+            return False
         log.info("shared-memory region %s not unregistered: %s", name, exc.message())
+    return True
 
 
 def _reserved_region(name: str, size: int) -> shared_memory.SharedMemory:
     """A new POSIX shared-memory region with all its pages reserved up front: a region larger
     than what /dev/shm has left fails here with OSError (ENOSPC), instead of killing this
     process or the Triton server with SIGBUS when a page is first written."""
-    path = f"/dev/shm/{name}"
+    path = SHARED_DIR / name
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
         os.posix_fallocate(fd, 0, size)
@@ -301,10 +308,14 @@ class _RegionPool:
         self._lent: dict[str, int] = {}  # region name -> output arrays still alive
         self._lock = threading.Lock()  # outputs may be freed on a worker thread
         self._checked = False
+        self._retiring: set[str] = set()  # closed here, still in use by the server: unregistered later
 
     async def take(self, size: int, connection: Any, timeout_s: float) -> shared_memory.SharedMemory | None:
         if not self._checked:
             await self._release_stale(connection)
+        for name in list(self._retiring):
+            if await _unregister_name(connection, name, timeout_s):
+                self._retiring.discard(name)
         with self._lock:
             fits = [region for region in self._idle if region.size >= size]
             region = min(fits, key=lambda r: r.size) if fits else None
@@ -357,13 +368,14 @@ class _RegionPool:
             lent = list(self._lent)
         for region in idle:
             await self._unregister(region, connection, 5.0)
-        for name in lent:
+        for name in [*lent, *self._retiring]:
             await _unregister_name(connection, name, 5.0)
 
     def forget(self) -> None:
         """Drop the idle regions without asking the server (it no longer has them)."""
         with self._lock:
             idle, self._idle = self._idle, []
+        self._retiring.clear()
         for region in idle:
             region.close()
 
@@ -371,9 +383,9 @@ class _RegionPool:
         """A region whose request failed (no array over it): unregistered where the server still answers, closed."""
         await self._unregister(region, connection, 5.0)
 
-    @staticmethod
-    async def _unregister(region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
-        await _unregister_name(connection, region.name, timeout_s)
+    async def _unregister(self, region: shared_memory.SharedMemory, connection: Any, timeout_s: float) -> None:
+        if not await _unregister_name(connection, region.name, timeout_s):
+            self._retiring.add(region.name)
         region.close()
 
     async def _release_stale(self, connection: Any) -> None:
@@ -384,6 +396,15 @@ class _RegionPool:
             log.warning("Triton's shared-memory regions could not be listed (%s); stale ones stay", exc.message())
             return
         for name in status.get("regions", {}):
-            pid = name.removeprefix(SHARED_PREFIX).split("_")[0]
-            if name.startswith(SHARED_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
+            if _dead_owner(name):
                 await _unregister_name(connection, name, DEFAULT_TIMEOUT_S)
+        # a file a killed client made but had not yet handed over (and unlinked)
+        for path in SHARED_DIR.glob(f"{SHARED_PREFIX}*"):
+            if _dead_owner(path.name):
+                path.unlink(missing_ok=True)
+
+
+def _dead_owner(name: str) -> bool:
+    """Whether a region is one of this client's kind whose process is gone."""
+    pid = name.removeprefix(SHARED_PREFIX).split("_")[0]
+    return name.startswith(SHARED_PREFIX) and pid.isdigit() and not pid_alive(int(pid))

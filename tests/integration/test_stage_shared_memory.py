@@ -4,6 +4,8 @@ answers as inside gRPC messages, regions reused from request to request, none le
 registered is released."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import gc
 import os
@@ -19,7 +21,7 @@ import tritonclient.grpc.aio as grpc_aio
 from orchestrator.stages import TritonStages
 from preprocess.align import extract_crop, face_crop_box
 from preprocess.decode import iter_video_frames
-from proto.stageclient import SHARED_PREFIX, AsyncStageClient
+from proto.stageclient import SHARED_DIR, SHARED_PREFIX, AsyncStageClient
 from tests.integration.fixtures_triton import TritonServer
 from tests.media import media_file
 
@@ -94,10 +96,46 @@ async def test_tracking_and_transplant_answer_the_same_through_shared_memory(
     assert not [name for name in await _registered(triton.grpc_url) if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")]
 
 
+async def test_a_request_abandoned_mid_way_gives_its_region_back_once_the_server_is_done(
+        stages: TritonStages, triton: TritonServer) -> None:
+    """A job canceled mid-render abandons its generator request while Triton still runs it:
+    the server refuses to let go of that region then, and is asked again on the next request."""
+    frames = _frames(1)
+    (face,) = (await stages.track_faces(frames, max_faces=1))[0]
+    box = face_crop_box(face.landmarks, size=SIDE_PX)
+    crop, landmarks = extract_crop(frames[0], box)[None], box.to_crop(face.landmarks)[None]
+    count = 400  # ~1 s of rendering; 180 MB of frames and masks through one region
+    params, motion = np.zeros((count, 8), np.float32), np.zeros((count, 4), np.float32)
+    params[:, 0] = np.linspace(0.0, 1.0, count)
+    shared = TritonStages(triton.grpc_url, shared_memory=True)
+
+    def ours(registered: dict[str, object]) -> set[str]:
+        return {name for name in registered if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")}
+
+    render = asyncio.ensure_future(shared.generate(crop, landmarks, params, motion))
+    await asyncio.sleep(0.4)
+    assert not render.done()
+    render.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await render
+    abandoned = ours(await _registered(triton.grpc_url))
+    assert len(abandoned) == 1  # the server still renders into it
+    await asyncio.sleep(3.0)  # the server finishes the abandoned request
+    await shared.audio_features(np.zeros(16_000 * 20, np.float32), 25.0)  # 1.3 MB: the shared way
+    now = ours(await _registered(triton.grpc_url))
+    assert now and not now & abandoned
+    await shared.close()
+    assert not ours(await _registered(triton.grpc_url))
+
+
 async def test_a_region_a_dead_process_left_registered_is_released(triton: TritonServer) -> None:
+    """Registered on the server, or only made in /dev/shm (killed before handing it over):
+    both go on a new client's first request."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()
     name = f"{SHARED_PREFIX}{dead}_0"
+    unhanded = SHARED_DIR / f"{SHARED_PREFIX}{dead}_1"
+    unhanded.touch()
     region = shared_memory.SharedMemory(name=name, create=True, size=4096)
     try:
         admin = grpc_aio.InferenceServerClient(url=triton.grpc_url)
@@ -109,9 +147,11 @@ async def test_a_region_a_dead_process_left_registered_is_released(triton: Trito
                            fps=np.array([25.0], np.float32))
         await client.close()
         assert name not in await _registered(triton.grpc_url)
+        assert not (SHARED_DIR / name).exists() and not unhanded.exists()
     finally:
         region.close()
-        region.unlink()
+        (SHARED_DIR / name).unlink(missing_ok=True)
+        unhanded.unlink(missing_ok=True)
 
 
 async def test_a_server_that_lost_the_regions_still_answers(triton: TritonServer) -> None:
