@@ -3,7 +3,10 @@
 `plan_motion` returns per-frame [blink, head_dx, head_dy, head_roll]. Head motion is
 low-pass filtered noise whose amplitude follows voice activity, plus small nods on the
 onsets of loud syllables; blinks come every ~2-6 s, and often right after a phrase ends.
-The same inputs and seed always give the same plan.
+The same inputs and seed always give the same plan, and each of its random draws comes from
+the seed and what it decides alone (the sway; the regular blinks; each phrase end's blink by
+its frame; each blink's length by its start): a change in the speech changes the motion only
+near it, never redraws the rest of the video.
 
 Prompt vocabulary (case-insensitive words of the job's `prompt`; factors multiply, the
 product is clamped to [0, 2.5]; other words are ignored): see `PROMPT_STYLES`:
@@ -56,6 +59,8 @@ MIN_PHRASE_S = 0.8
 SWAY_SMOOTHING_S = 0.45  # Gaussian sigma of the head-sway noise: slow, natural drift
 BASE_SHIFT = 0.006  # head sway (fraction of face) in silence; doubled while speaking
 BASE_ROLL_RAD = 0.010
+# Keys of the independent random draws (with the seed; `_draws`).
+SWAY_DRAWS, BLINK_DRAWS, PHRASE_BLINK_DRAWS, BLINK_SHAPE_DRAWS = 1, 2, 3, 4
 NOD_SHIFT = 0.008
 
 
@@ -95,28 +100,32 @@ def _phrase_ends(activity: np.ndarray, fps: float) -> list[int]:
     return ends
 
 
-def _blink_starts(
-    n_frames: int, fps: float, activity: np.ndarray, style: MotionStyle, rng: np.random.Generator
-) -> list[int]:
+def _draws(seed: int, *key: int) -> np.random.Generator:
+    """The random draws of one part of the plan: from the seed and that part's own key."""
+    return np.random.default_rng([seed, *key])
+
+
+def _blink_starts(n_frames: int, fps: float, activity: np.ndarray, style: MotionStyle, seed: int) -> list[int]:
     mean_interval_s = MEAN_BLINK_INTERVAL_S / style.blink_rate
     starts: list[float] = []
+    rng = _draws(seed, BLINK_DRAWS)
     t_s = rng.uniform(0.5, mean_interval_s)
     while t_s * fps < n_frames:
         starts.append(t_s)
         interval_s = rng.gamma(4.0, mean_interval_s / 4.0)
         t_s += float(np.clip(interval_s, 0.5 * mean_interval_s, 2.0 * mean_interval_s))
     for end in _phrase_ends(activity, fps):
-        end_s = end / fps + rng.uniform(0.1, 0.3)
-        if rng.random() < PHRASE_END_BLINK_PROBABILITY and all(abs(end_s - s) > 1.0 for s in starts):
+        draw = _draws(seed, PHRASE_BLINK_DRAWS, end)
+        end_s = end / fps + draw.uniform(0.1, 0.3)
+        if draw.random() < PHRASE_END_BLINK_PROBABILITY and all(abs(end_s - s) > 1.0 for s in starts):
             starts.append(end_s)
     return sorted(int(round(s * fps)) for s in starts if s * fps < n_frames)
 
 
-def _blinks(
-    n_frames: int, fps: float, activity: np.ndarray, style: MotionStyle, rng: np.random.Generator
-) -> np.ndarray:
+def _blinks(n_frames: int, fps: float, activity: np.ndarray, style: MotionStyle, seed: int) -> np.ndarray:
     blink = np.zeros(n_frames)
-    for start in _blink_starts(n_frames, fps, activity, style, rng):
+    for start in _blink_starts(n_frames, fps, activity, style, seed):
+        rng = _draws(seed, BLINK_SHAPE_DRAWS, start)
         duration_s = rng.uniform(*BLINK_DURATION_S) * style.blink_length
         length = max(int(round(duration_s * fps)), 3)
         profile = _blink_profile(length) * rng.uniform(0.9, 1.0)
@@ -155,13 +164,13 @@ def plan_motion(
     if n_frames == 0:
         return plan
     style = style_from_prompt(prompt)
-    rng = np.random.Generator(np.random.PCG64(seed & 0xFFFFFFFFFFFFFFFF))
+    seed &= 0xFFFFFFFFFFFFFFFF
     # 1. Blinks: a renewal process plus blinks after phrases.
-    plan[:, 0] = _blinks(n_frames, fps, activity, style, rng)
+    plan[:, 0] = _blinks(n_frames, fps, activity, style, seed)
     # 2. Head sway: low-pass noise, twice as large while speaking, ramped smoothly.
     speaking = gaussian_filter1d(activity, 0.3 * fps, mode="nearest")
     gain = style.motion * (1.0 + speaking)
-    sway = _smooth_noise(n_frames, fps, rng)
+    sway = _smooth_noise(n_frames, fps, _draws(seed, SWAY_DRAWS))
     dx = BASE_SHIFT * gain * sway[:, 0]
     dy = BASE_SHIFT * 0.7 * gain * sway[:, 1]
     roll = BASE_ROLL_RAD * gain * sway[:, 2]
