@@ -3,6 +3,7 @@ and signed webhooks received over loopback."""
 from __future__ import annotations
 
 import time
+import warnings
 
 import httpx
 import numpy as np
@@ -88,17 +89,49 @@ def test_conversation_is_as_long_as_both_voices_in_turn(mesh: Mesh, media: Media
     assert abs(facts.video_duration_s - 10.0) < 0.15
 
 
+# The same job run twice gives the same bytes on one machine. ONNX Runtime does not promise
+# bit-identical floats from run to run on every CPU (its AVX-512 kernels round differently by
+# batch shape: afe80cb), and one flipped rounding of a generated pixel re-encodes into a few
+# levels over a block. Measured here: flipping 0.01-1 % of the pixels of a job's frames by
+# one level gives at most 8 levels in an 8x8 block's mean after x264; a frame shifted by one
+# pixel gives 32. Such noise is reported as a warning; more fails as a different video.
+NOISE_BLOCK_LEVELS = 12.0
+BLOCK_PX = 8
+
+
 def test_same_inputs_and_seed_give_the_same_video(mesh: Mesh, media: MediaServer) -> None:
     form = {"image": f"{media.url}/portrait_photo_b.png", "audio": f"{media.url}/speech_en_3.wav", "seed": 42}
     first, second = (_submit(mesh, "lipsync-image", form) for _ in range(2))
-    videos = []
+    jobs, outputs = [], []
     for job_id in (first, second):
         job = mesh.wait_job(job_id)
         assert job["status"] == "completed", job
         assert job["seed"] == 42
-        videos.append(decode_frames(_download(str(job["output"])), every=5))
+        jobs.append(job)
+        outputs.append(_download(str(job["output"])))
+    if outputs[0] == outputs[1]:
+        return
+    videos = [decode_frames(output) for output in outputs]
     assert len(videos[0]) == len(videos[1])
-    assert all(np.array_equal(a, b) for a, b in zip(*videos))
+    differing = _differing_frames(*videos)
+    report = (f"{len(differing)} of {len(videos[0])} frames differ (index, largest 8x8-block mean difference, "
+              f"box x0 y0 x1 y1): {differing[:12]}; quality {jobs[0]['quality']} against {jobs[1]['quality']}")
+    assert max(block for _, block, _ in differing) <= NOISE_BLOCK_LEVELS, report
+    warnings.warn(f"two runs of the same job differ by rounding noise only: {report}", stacklevel=1)
+
+
+def _differing_frames(first: list[np.ndarray], second: list[np.ndarray]) -> list[tuple[int, float, tuple[int, ...]]]:
+    """Where two decodings differ: each frame's index, largest block mean difference and box."""
+    found = []
+    for index, (a, b) in enumerate(zip(first, second, strict=True)):
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=2)
+        ys, xs = np.nonzero(diff)
+        if len(ys):
+            h, w = diff.shape[0] // BLOCK_PX * BLOCK_PX, diff.shape[1] // BLOCK_PX * BLOCK_PX
+            blocks = diff[:h, :w].reshape(h // BLOCK_PX, BLOCK_PX, w // BLOCK_PX, BLOCK_PX).mean(axis=(1, 3))
+            found.append((index, round(float(blocks.max()), 1),
+                          (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))))
+    return found
 
 
 def test_mask_image_chooses_which_face_speaks(mesh: Mesh, media: MediaServer) -> None:
@@ -139,8 +172,8 @@ def test_voices_list_speaks_in_sequence_left_to_right(mesh: Mesh, media: MediaSe
     # The left person has the larger share of the motion (mouth and all) in the first half, the
     # right one in the second. Compared as shares: a listener's idle motion (random without a
     # seed) can outdo the same person's speaking turn in absolute terms (1 seed in 8 did:
-    # 4.27 listening, 3.62 speaking), never the turn's order (ratios 0.59-1.05 against
-    # 0.14-0.48 over seeds 1-8).
+    # 4.79 listening, 4.71 speaking), never the turn's order (ratios 0.54-1.15 against
+    # 0.23-0.39 over seeds 1-8).
     assert left_first / right_first > 1.3 * (left_second / right_second)
 
 
