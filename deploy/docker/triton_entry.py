@@ -29,8 +29,9 @@ import sys
 from pathlib import Path
 
 KINDS = ("KIND_CPU", "KIND_GPU")
+SHM_DIR = Path("/dev/shm")
 STUB_REGION_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's default
-PREFIX_OPTION = "--backend-config=python,shm-region-prefix-name="
+PREFIX_OPTION = "--backend-config=python,shm-region-prefix-name="  # + a prefix of one's own
 KIND_LINE = re.compile(r"\bkind:\s*KIND_[A-Z]+")
 
 
@@ -90,6 +91,13 @@ def clear_stale_regions(shm_dir: Path, prefix: str = STUB_REGION_PREFIX, proc: P
     return removed
 
 
+def remove_regions(prefix: str, shm_dir: Path = SHM_DIR) -> None:
+    """Remove every stub file under a prefix: for a server known to be gone (a mapping its
+    dying processes still hold stays valid, only the names go)."""
+    for region in shm_dir.glob(f"{prefix}*"):
+        region.unlink(missing_ok=True)
+
+
 def stub_region_prefix(command: list[str]) -> str:
     """The Python backend's /dev/shm file prefix that a tritonserver command sets."""
     given = [arg.removeprefix(PREFIX_OPTION) for arg in command if arg.startswith(PREFIX_OPTION)]
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=Path, required=True, help="a writable directory")
     parser.add_argument("--kind", choices=KINDS, required=True, help="instance group kind")
     parser.add_argument("--dry-run", action="store_true", help="write the repository, do not exec")
-    parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"),
+    parser.add_argument("--shm-dir", type=Path, default=SHM_DIR,
                         help="where a killed server's Python-backend regions are cleared from")
     options = parser.parse_args(own)
     models = write_repository(options.source, options.target, options.kind)

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script: the repository's packages
     sys.path.insert(0, str(ROOT))
 
+from deploy.docker.triton_entry import PREFIX_OPTION, remove_regions  # noqa: E402
 from proto.topology import NATS_PERMISSIONS  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -61,7 +62,6 @@ MALLOC_ENV = {"MALLOC_ARENA_MAX": "2"}
 # Triton's Python backend keeps each stub's tensors in /dev/shm files under a prefix; each
 # Triton of a mesh gets its own (TRITON_SHM_PREFIX + supervisor pid + "_" + n + "_"), so the
 # files a killed Triton leaves behind are removed with it (they are memory, not disk).
-SHM_DIR = Path("/dev/shm")
 TRITON_SHM_PREFIX = "lipsyncd-stub-"
 # Ctrl-C/SIGTERM: every child is gone within 10 s. Orchestrators and gateways are stopped
 # first (an orchestrator drains its running job, handing it back past its grace), then
@@ -244,11 +244,9 @@ class Mesh:
                 (self.run_dir / f"{pid_name}.pid").unlink(missing_ok=True)
 
     def _remove_shm(self, name: str) -> None:
-        """The /dev/shm files of a child that is gone (its process group killed): a mapping
-        its dying processes still hold stays valid, only the names go."""
-        prefix = self.shm_prefixes.get(name)
-        for path in SHM_DIR.glob(f"{prefix}*") if prefix else ():
-            path.unlink(missing_ok=True)
+        """The /dev/shm files of a child that is gone (its process group killed)."""
+        if name in self.shm_prefixes:
+            remove_regions(self.shm_prefixes[name])
 
     def wait_for(self, what: str, probe: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -383,7 +381,7 @@ def main() -> None:
                 "--http-address=127.0.0.1", f"--http-port={http}",
                 "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
                 "--log-verbose=0", "--exit-timeout-secs=5", *TRITON_MEMORY_FLAGS,
-                f"--backend-config=python,shm-region-prefix-name={shm_prefix}"], env=triton_env, shm_prefix=shm_prefix)
+                PREFIX_OPTION + shm_prefix], env=triton_env, shm_prefix=shm_prefix)
         mesh.wait_for("nats-server", lambda: _tcp_open(ports.nats))
         for n, (_, http, _) in enumerate(triton_ports, start=1):
             mesh.wait_for(f"tritonserver {n}", partial(_http_ok, f"http://127.0.0.1:{http}/v2/health/ready"))

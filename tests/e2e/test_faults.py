@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.mesh import SHM_DIR, TRITON_SHM_PREFIX
+from deploy.docker.triton_entry import SHM_DIR
+from deploy.local.mesh import TRITON_SHM_PREFIX
 from tests.e2e.mesh import Mesh
 from tests.servers import MediaServer, WebhookReceiver
 

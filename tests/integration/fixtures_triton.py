@@ -38,7 +38,8 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
-    from deploy.local.mesh import SHM_DIR, TRITON_SHM_PREFIX, triton_paths  # noqa: PLC0415
+    from deploy.docker.triton_entry import PREFIX_OPTION, remove_regions  # noqa: PLC0415
+    from deploy.local.mesh import TRITON_SHM_PREFIX, triton_paths  # noqa: PLC0415
 
     tritonserver, backends = triton_paths()
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
@@ -51,7 +52,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         process = subprocess.Popen(
             [str(tritonserver), f"--model-repository={ROOT / 'model_repository'}", f"--backend-directory={backends}",
              f"--grpc-port={grpc_port}", f"--http-port={http_port}", f"--metrics-port={metrics_port}",
-             "--exit-timeout-secs=5", f"--backend-config=python,shm-region-prefix-name={shm_prefix}"],
+             "--exit-timeout-secs=5", PREFIX_OPTION + shm_prefix],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     http_url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -69,8 +70,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        for path in SHM_DIR.glob(f"{shm_prefix}*"):
-            path.unlink(missing_ok=True)
+        remove_regions(shm_prefix)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ def _frames(count: int) -> np.ndarray:
 
 
 def _regions_on_disk() -> set[str]:
-    return {name for name in os.listdir("/dev/shm") if name.startswith(f"{SHARED_PREFIX}{os.getpid()}_")}
+    return {path.name for path in SHARED_DIR.glob(f"{SHARED_PREFIX}{os.getpid()}_*")}
 
 
 async def _registered(url: str) -> dict[str, object]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.docker.triton_entry import PREFIX_OPTION, clear_stale_regions, stub_region_prefix
+from deploy.docker.triton_entry import PREFIX_OPTION, SHM_DIR, clear_stale_regions, stub_region_prefix
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,7 @@ class Container:
         except ProcessLookupError:
             pass
         if any(arg.startswith(PREFIX_OPTION) for arg in self.argv):  # a Triton: its stubs' /dev/shm files
-            clear_stale_regions(Path("/dev/shm"), stub_region_prefix(self.argv))
+            clear_stale_regions(SHM_DIR, stub_region_prefix(self.argv))
 
     def probe_url(self, probe: dict[str, Any], cluster: Cluster) -> str:
         """The URL the kubelet would GET for an httpGet probe (a named port resolved)."""
